@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of fnn against its peers; see README.md."""

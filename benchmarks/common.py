@@ -1,0 +1,121 @@
+"""Shared helpers for fnn's benchmarks: interleaved timing, machine info, and report writing.
+
+Every benchmark times its variants in one process, round-robin (so drift of the machine hits
+all variants alike), and reports medians and ratios to a named baseline as JSON, a Markdown
+table and a PNG bar chart under ``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+
+
+def machine() -> dict[str, object]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def interleaved(
+    variants: dict[str, Callable[[], object]], reps: int, warmup: int = 2
+) -> dict[str, list[float]]:
+    """Time each variant ``reps`` times, round-robin; returns seconds per call for each."""
+    for _ in range(warmup):
+        for fn in variants.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(reps):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def summarize(times: dict[str, list[float]], baseline: str) -> dict[str, dict[str, float]]:
+    """Median, spread and ratio to ``baseline`` of each variant's times."""
+    base = statistics.median(times[baseline])
+    out = {}
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        out[name] = {
+            "median_ms": med * 1e3,
+            "min_ms": min(ts) * 1e3,
+            "max_ms": max(ts) * 1e3,
+            "ratio": med / base,
+            "reps": len(ts),
+        }
+    return out
+
+
+def write_report(name: str, title: str, rows: list[dict[str, object]], info: dict) -> str:
+    """Write ``results/<name>.json``, ``.md`` and ``.png``; return the Markdown table."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+    lines = [
+        f"### {title}",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} "
+        f"({info['torch_threads']} threads), {info['date']}.",
+        "",
+        "| workload | variant | median | ratio to baseline | target |",
+        "|---|---|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['workload']} | {r['variant']} | {r['median_ms']:.2f} ms | "
+            f"{r['ratio']:.2f}x (vs {r['baseline']}) | {r.get('target', '')} |"
+        )
+    table = "\n".join(lines) + "\n"
+    (RESULTS / f"{name}.md").write_text(table)
+    _chart(RESULTS / f"{name}.png", title, rows)
+    return table
+
+
+def _chart(path: pathlib.Path, title: str, rows: list[dict[str, object]]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is missing (pip install 'fnn[bench]'): no chart written")
+        return
+    labels = [f"{r['workload']}\n{r['variant']}" for r in rows]
+    ratios = [r["ratio"] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
+    ax.bar(range(len(rows)), ratios, color="#4878a8")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(rows)), labels, fontsize=7)
+    ax.set_ylabel("time / baseline time")
+    ax.set_title(title)
+    for i, v in enumerate(ratios):
+        ax.text(i, v, f"{v:.2f}x", ha="center", va="bottom", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
