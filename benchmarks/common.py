@@ -106,16 +106,17 @@ def _chart(path: pathlib.Path, title: str, rows: list[dict[str, object]]) -> Non
     except ImportError:
         print("matplotlib is missing (pip install 'fnn[bench]'): no chart written")
         return
-    labels = [f"{r['workload']}\n{r['variant']}" for r in rows]
+    labels = [f"{r['workload']}: {r['variant']}" for r in rows]
     ratios = [r["ratio"] for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
-    ax.bar(range(len(rows)), ratios, color="#4878a8")
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(rows)), labels, fontsize=7)
-    ax.set_ylabel("time / baseline time")
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
+    ypos = list(range(len(rows)))[::-1]
+    ax.barh(ypos, ratios, color="#4878a8")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(ypos, labels, fontsize=8)
+    ax.set_xlabel("time / baseline time (lower is faster)")
     ax.set_title(title)
-    for i, v in enumerate(ratios):
-        ax.text(i, v, f"{v:.2f}x", ha="center", va="bottom", fontsize=7)
+    for y, v in zip(ypos, ratios, strict=True):
+        ax.text(v, y, f" {v:.2f}x", va="center", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
