@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import torch
-
 __all__ = ["Variant", "variants"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    # The one place that decides what "jit" means in fnn's tests: switch to fnn.jit once it exists.
-    return torch.compile(fn, fullgraph=True)
+    # The one place that decides what "jit" means in fnn's tests.
+    from fnn._src.jit import jit  # lazily: fnn.testing is imported while fnn is
+
+    return jit(fn)
 
 
 def _eager(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -31,7 +31,7 @@ class Variant:
     """How a test runs the function under test; call it on the function: ``variant(f)``.
 
     ``Variant("eager")(f)`` is ``f`` itself; ``Variant("jit")(f)`` is
-    ``torch.compile(f, fullgraph=True)`` (so a graph break fails the test).
+    ``fnn.jit(f)``, i.e. ``torch.compile(f, fullgraph=True)`` (so a graph break fails the test).
 
     Example:
         >>> from fnn.testing import Variant
@@ -77,7 +77,7 @@ def variants(*names: str) -> Callable[[F], F]:
 
     Args:
         *names: variant names, out of ``"eager"`` (the function unchanged) and ``"jit"``
-            (``torch.compile(fullgraph=True)``). Default: both.
+            (``fnn.jit``: ``torch.compile(fullgraph=True)``). Default: both.
 
     Example:
         >>> import torch

@@ -1,0 +1,814 @@
+"""``fnn.jit``: ``torch.compile(fullgraph=True)`` for pure functions of pytrees, with donation.
+
+How a call runs (the compiled path):
+
+1. Static arguments are set aside; the other arguments are flattened with ``fnn.tree`` into
+   tensors and non-tensor leaves (Python numbers, strings, ...).
+2. The structure of the arguments, the static arguments and the non-tensor leaves form the cache
+   key. A new key generates a small Python function taking the tensors as a flat ``*a`` and
+   rebuilding the argument trees from literals (``{'w': a[0], 'b': a[1]}``), so dynamo guards
+   only on tensors, and compiles it with ``torch.compile(fullgraph=True)``. Each key has its own
+   code object, hence its own dynamo cache and recompile limit.
+3. Inside the compiled function the results are written into the donated inputs (``copy_``
+   under ``no_grad``, see :func:`_write_into_donated`), so inductor stores them straight into the
+   input buffers.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import keyword
+import linecache
+import math
+import numbers
+import os
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import optree
+import torch
+
+from fnn._src import tree as _tree
+
+__all__ = ["jit"]
+
+_OPTS: dict[str, Any] = {"namespace": _tree.NAMESPACE, "none_is_leaf": False}
+_DISABLE_VAR = "FNN_DISABLE_JIT"
+# Keys whose literal ``repr`` evaluates back to an equal value of the same type.
+_LITERAL_TYPES = (str, int, bool, type(None))
+_counters: Any = None  # torch._dynamo.utils.counters, imported on the first compile
+_generated = itertools.count()
+
+
+def jit(
+    fun: Callable[..., Any] | None = None,
+    *,
+    donate_argnums: int | Sequence[int] = (),
+    static_argnums: int | Sequence[int] = (),
+    static_argnames: str | Iterable[str] = (),
+    dynamic: bool | None = None,
+    **compile_options: Any,
+) -> Any:
+    """Compile ``fun`` with ``torch.compile(fullgraph=True)``; arguments and results are pytrees.
+
+    Usable bare (``@fnn.jit``), with options (``@fnn.jit(donate_argnums=(0, 1))``) or as a call
+    (``fnn.jit(f)``). ``torch.compile`` is always the outermost transform: put ``fnn.grad``,
+    ``fnn.vmap`` and the ``torch.func`` transforms inside the jitted function, never around it.
+
+    Arguments and results are fnn pytrees (dicts, lists, tuples, namedtuples, registered
+    dataclasses, ``None`` as an empty subtree) whose leaves are tensors or constants.
+
+    **What compiles again.** The first call compiles. A later call compiles again when:
+
+    - the structure of the arguments changes (dict keys, list lengths, namedtuple or dataclass
+      types and their static fields, where ``None`` is);
+    - a static argument changes (compared with ``==``; static arguments must be hashable);
+    - a non-tensor leaf changes: Python numbers, strings and other constants in the arguments are
+      compiled in as constants. A changed Python ``int`` or ``float`` warns once per function,
+      because it is usually a learning rate or step count that should be a 0-d tensor;
+    - a tensor changes shape (the first change then compiles a version with dynamic sizes, unless
+      ``dynamic=False``), dtype, device, number of dimensions or ``requires_grad``; or global state
+      such as grad mode or the default dtype changes. These are dynamo's guards; past
+      ``torch._dynamo.config.recompile_limit`` (8) versions per key the call raises.
+
+    Passing an argument by keyword instead of by position is another signature and compiles
+    once more. Changing the *values* of tensors never compiles again: pass anything that changes
+    from step to step (step count, learning rate, loss scale, PRNG key) as a tensor.
+    ``num_compiles`` counts compilations; ``torch.compiler.set_stance("fail_on_recompile")``
+    turns any new compilation of an already-compiled function into an error.
+
+    **What may not be inside** (each breaks the graph, which ``fullgraph=True`` turns into an
+    error; ``explain`` shows where): ``torch.Generator`` randomness (use :mod:`fnn.random` keys);
+    ``.item()``, ``.tolist()`` or Python control flow on tensor values (``if loss > 0:``; use
+    ``torch.where``, ``fnn.cond``); ``print`` of tensors; ``torch.utils.checkpoint`` (use
+    ``fnn.remat``); ``torch.distributed`` collectives (run them outside). Other Python code
+    runs while compiling, not at every call: computing with Python numbers and shapes is
+    fine, but mutations of outside Python objects are replayed by dynamo after every call.
+
+    **Donation.** The results are written into the storage of the donated arguments, so a
+    training step holds one copy of its parameters and optimizer state instead of two, and
+    inductor writes the new values straight into the old buffers. *After the call the donated
+    input tensors hold the new values*: like ``optimizer.step()``, the call updates them in place,
+    and the returned leaves written into them *are* those input tensors (``out["w"] is
+    params["w"]``). The matching rule is JAX's: each result leaf, in flattened order, is written
+    into the first not yet used donated input leaf with the same shape, dtype and device; each
+    donated buffer is used at most once. A result leaf that is a donated input itself (returned
+    unchanged) keeps that input and is never copied; a result leaf returned twice is written
+    once; a result that is a view of a donated input is cloned before anything is written.
+    Results with no matching donated buffer are new tensors; donated inputs that receive no
+    result keep their old values. The copies run under ``torch.no_grad()``, so a result written
+    into a donated input is not connected to autograd (donated tensors may require grad, e.g.
+    ``nn.Parameter``). A tensor may be donated once per call: passing it in a donated argument
+    and also elsewhere (or twice in donated arguments) raises ``ValueError``, because writing the
+    result would change the other argument too. Donated tensors must not overlap in memory, and a
+    result sharing memory with a donated input without being a view of it (``x.detach()``) sees
+    what is written into that input.
+
+    **Nesting.** Called while another compiled function is being traced, or inside a
+    ``torch.func`` transform (``fnn.grad``, ``fnn.vmap``, ...), a jitted function runs ``fun``
+    inline, without compiling and without donation (JAX ignores donation in inner jits too).
+
+    **Debugging.** With the environment variable ``FNN_DISABLE_JIT=1`` (read at every call, so it
+    can be set at any time) jitted functions run eagerly, like ``JAX_DISABLE_JIT``; donated inputs
+    still receive the results, so programs behave the same. ``explain(*args)`` reports graph
+    breaks.
+
+    Args:
+        fun: the function to compile.
+        donate_argnums: positions of arguments whose tensors receive the results (see above).
+            Also applies when such a parameter is passed by keyword.
+        static_argnums: positions of static arguments: hashable Python values (flags, sizes,
+            modules holding configuration) that are compiled in; each new value compiles again.
+            Parameters named here are static when passed by keyword too.
+        static_argnames: names of static arguments (the keyword form of ``static_argnums``).
+        dynamic: passed to ``torch.compile``: ``None`` (default) compiles dynamic sizes after a
+            size changes, ``True`` from the start, ``False`` never.
+        **compile_options: passed to ``torch.compile``: ``backend`` (default ``"inductor"``),
+            ``mode`` (e.g. ``"max-autotune-no-cudagraphs"``), ``options`` (inductor config, e.g.
+            ``{"cpp_wrapper": True}``), ``disable``. ``fullgraph`` is always ``True``.
+
+    Returns:
+        A callable with the signature of ``fun`` and the attributes ``num_compiles`` (graphs
+        compiled during calls of this function so far, read from dynamo's process-wide counter
+        around each call) and ``explain(*args, **kwargs)``.
+
+    Example:
+        >>> import torch, fnn
+        >>> @fnn.jit(donate_argnums=0)
+        ... def sgd(params, grads, lr):
+        ...     return {name: p - lr * grads[name] for name, p in params.items()}
+        >>> params = {"w": torch.ones(3)}
+        >>> new = sgd(params, {"w": torch.ones(3)}, torch.tensor(0.5))
+        >>> new["w"]
+        tensor([0.5000, 0.5000, 0.5000])
+        >>> new["w"] is params["w"]  # written into the donated input's storage
+        True
+        >>> new = sgd(new, {"w": torch.ones(3)}, torch.tensor(0.25))  # a new tensor value
+        >>> sgd.num_compiles
+        1
+    """
+    if fun is None:
+        return functools.partial(
+            jit,
+            donate_argnums=donate_argnums,
+            static_argnums=static_argnums,
+            static_argnames=static_argnames,
+            dynamic=dynamic,
+            **compile_options,
+        )
+    return Jitted(
+        fun,
+        donate_argnums=donate_argnums,
+        static_argnums=static_argnums,
+        static_argnames=static_argnames,
+        dynamic=dynamic,
+        compile_options=compile_options,
+    )
+
+
+class _Slot:
+    """Placeholder for the ``index``-th tensor leaf when generating the rebuild code."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+class _Entry:
+    """One cache entry: the compiled function for a key and which of its tensors are donated."""
+
+    __slots__ = ("compiled", "donated", "generated", "kept")
+
+    def __init__(
+        self,
+        generated: Callable[..., Any],
+        compiled: Callable[..., Any],
+        donated: list[int],
+        *,
+        num_tensors: int,
+    ) -> None:
+        self.generated = generated
+        self.compiled = compiled
+        self.donated = tuple(donated)
+        donated_set = set(donated)
+        self.kept = tuple(k for k in range(num_tensors) if k not in donated_set)
+
+
+class Jitted:
+    """A function compiled by :func:`jit`: call it like the original function.
+
+    Attributes:
+        num_compiles: graphs ``torch.compile`` compiled during calls of this function (first
+            compiles and recompiles alike; cache hits count nothing).
+    """
+
+    def __init__(
+        self,
+        fun: Callable[..., Any],
+        *,
+        donate_argnums: int | Sequence[int],
+        static_argnums: int | Sequence[int],
+        static_argnames: str | Iterable[str],
+        dynamic: bool | None,
+        compile_options: dict[str, Any],
+    ) -> None:
+        if not callable(fun):
+            raise TypeError(f"fnn.jit: expected a function to compile, got {fun!r}.")
+        self._fun = fun
+        self._name = getattr(fun, "__name__", None) or type(fun).__name__
+        donate = _argnums("donate_argnums", donate_argnums)
+        static = _argnums("static_argnums", static_argnums)
+        names = _argnames(static_argnames)
+        both = sorted(set(donate) & set(static))
+        if both:
+            raise ValueError(
+                f"fnn.jit({self._name}): argument(s) {both} are in both donate_argnums and "
+                "static_argnums; a static argument is a Python value compiled in and has no "
+                "buffers to donate."
+            )
+        if "fullgraph" in compile_options:
+            raise TypeError(
+                f"fnn.jit({self._name}): fullgraph is always True (a graph break is an error; "
+                "use .explain(*args) to find it); remove the fullgraph option."
+            )
+        try:
+            inspect.signature(torch.compile).bind(fun, dynamic=dynamic, **compile_options)
+        except TypeError as e:
+            raise TypeError(
+                f"fnn.jit({self._name}): unknown option for torch.compile: {e}. The options are "
+                "backend, mode, options and disable."
+            ) from None
+        self._params = _positional_names(fun)
+        self._static_argnums = static | {
+            i for i, n in enumerate(self._params) if n is not None and n in names
+        }
+        self._static_argnames = names | ({self._name_of(i) for i in static} - {None})
+        self._donate_argnums = donate
+        self._donate_argnames = frozenset({self._name_of(i) for i in donate} - {None})
+        self._check_names(names)
+        self._has_static = bool(self._static_argnums or self._static_argnames)
+        self._dynamic = dynamic
+        self._compile_options = compile_options
+        self._cache: dict[Any, _Entry] = {}
+        self._first_of_structure: dict[Any, tuple[Any, ...]] = {}
+        self._last_key: Any = None
+        self._warned_numbers = False
+        self._num_compiles = 0
+        functools.update_wrapper(self, fun)  # type: ignore[arg-type]
+
+    # ----------------------------------------------------------------------------------------
+    # Calling
+    # ----------------------------------------------------------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack():
+            return self._fun(*args, **kwargs)  # nested: inline, as JAX does
+        if self._has_static:
+            dyn_args, dyn_kwargs, static_key = self._split(args, kwargs)
+        else:
+            dyn_args, dyn_kwargs, static_key = args, kwargs, ()
+        if os.environ.get(_DISABLE_VAR, "") not in ("", "0"):
+            self._hash_statics(static_key)
+            return self._run_eagerly(args, kwargs, dyn_args, dyn_kwargs)
+        leaves, treedef = optree.tree_flatten((dyn_args, dyn_kwargs), **_OPTS)
+        tensors: list[torch.Tensor] = []
+        consts: list[tuple[int, type, Any]] = []
+        for i, x in enumerate(leaves):
+            if isinstance(x, torch.Tensor):
+                tensors.append(x)
+            else:
+                consts.append((i, type(x), x))
+        key = (treedef, static_key, tuple(consts))
+        try:
+            entry = self._cache.get(key)
+        except TypeError:
+            self._hash_statics(static_key)
+            raise self._unhashable_leaf(leaves, dyn_args, dyn_kwargs) from None
+        if entry is None:
+            entry = self._new_entry(key, leaves, dyn_args, dyn_kwargs)
+            if entry is None:  # torch.compiler.set_stance("eager_on_recompile")
+                return self._run_eagerly(args, kwargs, dyn_args, dyn_kwargs)
+        if entry.donated:
+            self._check_donation(tensors, entry, leaves, dyn_args, dyn_kwargs)
+        before = _counters["stats"]["unique_graphs"]
+        try:
+            return entry.compiled(*tensors)
+        except torch._dynamo.exc.Unsupported as e:
+            if hasattr(e, "add_note"):
+                e.add_note(
+                    f"fnn.jit({self._name}) compiles one graph (fullgraph=True): call "
+                    f"{self._name}.explain(*args) to list the graph breaks. Common causes: "
+                    ".item() or Python control flow on tensor values, print(tensor), "
+                    "torch.Generator randomness (use fnn.random keys), torch.utils.checkpoint."
+                )
+            raise
+        finally:
+            self._num_compiles += _counters["stats"]["unique_graphs"] - before
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        # Decorating a method: bind the instance as the first (dynamic, constant-leaf) argument.
+        return self if obj is None else functools.partial(self, obj)
+
+    @property
+    def num_compiles(self) -> int:
+        """Graphs compiled by calls of this function so far (dynamo's ``unique_graphs``)."""
+        return self._num_compiles
+
+    def __repr__(self) -> str:
+        opts = "".join(
+            f", {name}={value!r}"
+            for name, value in (
+                ("donate_argnums", tuple(sorted(self._donate_argnums))),
+                ("static_argnums", tuple(sorted(self._static_argnums))),
+                ("static_argnames", tuple(sorted(self._static_argnames))),
+            )
+            if value
+        )
+        return f"fnn.jit({self._name}{opts}, num_compiles={self._num_compiles})"
+
+    def explain(self, *args: Any, **kwargs: Any) -> Any:
+        """Trace ``fun`` on these arguments without ``fullgraph`` and report its graph breaks.
+
+        Runs the function once through dynamo with the ``"eager"`` backend, without donation
+        (the arguments are not modified) and without touching this function's compiled cache or
+        dynamo's other caches (unlike ``torch._dynamo.explain``, which resets them all).
+
+        Returns:
+            ``torch._dynamo``'s ``ExplainOutput``: ``graph_count``, ``graph_break_count``,
+            ``break_reasons`` (each with ``.reason`` and ``.user_stack``), ``graphs``; ``print``
+            it for a summary.
+
+        Example:
+            >>> import torch, fnn
+            >>> @fnn.jit
+            ... def f(x):
+            ...     if x.sum() > 0:  # Python control flow on a tensor value
+            ...         return x + 1
+            ...     return x - 1
+            >>> f.explain(torch.ones(2)).graph_break_count
+            1
+        """
+        from torch._dynamo.backends.debugging import ExplainWithBackend
+
+        dyn_args, dyn_kwargs, static_key = self._split(args, kwargs)
+        self._hash_statics(static_key)
+        leaves, treedef = optree.tree_flatten((dyn_args, dyn_kwargs), **_OPTS)
+        consts = tuple((i, type(x), x) for i, x in enumerate(leaves) if not _is_tensor(x))
+        generated, _ = self._generate((treedef, static_key, consts), leaves, donate=False)
+        backend = ExplainWithBackend("eager")
+        tensors = [x for x in leaves if _is_tensor(x)]
+        torch.compile(generated, backend=backend, dynamic=self._dynamic)(*tensors)
+        return backend.output()
+
+    # ----------------------------------------------------------------------------------------
+    # Arguments
+    # ----------------------------------------------------------------------------------------
+
+    def _name_of(self, i: int) -> str | None:
+        return self._params[i] if i < len(self._params) else None
+
+    def _check_names(self, names: frozenset[str]) -> None:
+        sig = _signature(self._fun)
+        if sig is None:
+            return
+        params = sig.parameters
+        takes_var_args = any(p.kind is p.VAR_POSITIONAL for p in params.values())
+        takes_var_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        for argnums, what in ((self._donate_argnums, "donate"), (self._static_argnums, "static")):
+            bad = sorted(i for i in argnums if i >= len(self._params))
+            if bad and not takes_var_args:
+                raise ValueError(
+                    f"fnn.jit({self._name}): {what}_argnums={bad} but {self._name} takes "
+                    f"{len(self._params)} positional argument(s) {list(self._params)}."
+                )
+        unknown = sorted(n for n in names if n not in params)
+        if unknown and not takes_var_kwargs:
+            raise ValueError(
+                f"fnn.jit({self._name}): static_argnames={unknown} are not parameters of "
+                f"{self._name}; its parameters are {list(params)}."
+            )
+
+    def _split(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any], tuple[Any, ...]]:
+        """Set the static arguments aside: (dynamic args, dynamic kwargs, static key)."""
+        static_pos = tuple(
+            (i, type(args[i]), args[i]) for i in sorted(self._static_argnums) if i < len(args)
+        )
+        if static_pos:
+            dyn_args = tuple(a for i, a in enumerate(args) if i not in self._static_argnums)
+        else:
+            dyn_args = args
+        static_kw = tuple(
+            (n, type(kwargs[n]), kwargs[n]) for n in sorted(self._static_argnames) if n in kwargs
+        )
+        if static_kw:
+            dyn_kwargs = {n: v for n, v in kwargs.items() if n not in self._static_argnames}
+        else:
+            dyn_kwargs = kwargs
+        return dyn_args, dyn_kwargs, (static_pos, static_kw) if static_pos or static_kw else ()
+
+    def _hash_statics(self, static_key: tuple[Any, ...]) -> None:
+        for part in static_key:
+            for where, _, value in part:
+                try:
+                    hash(value)
+                except TypeError:
+                    arg = (
+                        f"argument {self._describe_position(where)}"
+                        if isinstance(where, int)
+                        else f"keyword argument {where!r}"
+                    )
+                    raise TypeError(
+                        f"fnn.jit({self._name}): static {arg} must be hashable (it is part of the "
+                        f"compile cache key), got an unhashable {type(value).__name__}: "
+                        f"{_short_repr(value)}. Pass a tuple instead of a list, a frozen "
+                        "dataclass instead of a dict, or make the argument dynamic (tensors "
+                        "in a pytree) by removing it from static_argnums/static_argnames."
+                    ) from None
+
+    def _describe_position(self, i: int) -> str:
+        name = self._name_of(i)
+        return f"{name!r} (position {i})" if name else f"at position {i}"
+
+    def _leaf_names(self, dyn_args: tuple[Any, ...], dyn_kwargs: dict[str, Any]) -> list[str]:
+        """Human-readable names of the flattened leaves of ``(dyn_args, dyn_kwargs)``."""
+        candidates = range(len(dyn_args) + len(self._static_argnums))
+        positions = [i for i in candidates if i not in self._static_argnums][: len(dyn_args)]
+        names = []
+        for path in _tree.paths((dyn_args, dyn_kwargs)):
+            which, _, rest = path.partition(".")
+            head, _, inner = rest.partition(".")
+            if which == "0":
+                arg = f"argument {self._describe_position(positions[int(head)])}"
+            else:
+                arg = f"keyword argument {head!r}"
+            names.append(f"{arg}, leaf {inner!r}" if inner else arg)
+        return names
+
+    def _check_donation(
+        self,
+        tensors: list[torch.Tensor],
+        entry: _Entry,
+        leaves: list[Any],
+        dyn_args: tuple[Any, ...],
+        dyn_kwargs: dict[str, Any],
+    ) -> None:
+        """Refuse a tensor donated twice, or donated and also passed in a non-donated place."""
+        clash = _donation_clash(tensors, entry)
+        if clash is None:
+            return
+        first, second, twice = clash
+        names = self._leaf_names(dyn_args, dyn_kwargs)
+        tensor_names = [n for n, x in zip(names, leaves, strict=True) if _is_tensor(x)]
+        a, b = tensor_names[first], tensor_names[second]
+        if twice:
+            raise ValueError(
+                f"fnn.jit({self._name}): the same tensor is donated twice, as {a} and as {b}; "
+                "two results would be written into one buffer. Donate each tensor once (e.g. "
+                "untie shared weights, or pass the second use in a non-donated argument)."
+            )
+        raise ValueError(
+            f"fnn.jit({self._name}): a tensor is passed both as donated {a} and as non-donated "
+            f"{b}; writing a result into it would change the non-donated argument too. Pass a "
+            "copy (x.clone()) as the non-donated argument, or do not donate it."
+        )
+
+    def _unhashable_leaf(
+        self, leaves: list[Any], dyn_args: tuple[Any, ...], dyn_kwargs: dict[str, Any]
+    ) -> TypeError:
+        names = self._leaf_names(dyn_args, dyn_kwargs)
+        for name, x in zip(names, leaves, strict=True):
+            if _is_tensor(x):
+                continue
+            try:
+                hash(x)
+            except TypeError:
+                hint = " (torch.as_tensor(x) makes it a tensor)" if hasattr(x, "__array__") else ""
+                return TypeError(
+                    f"fnn.jit({self._name}): {name} is a {type(x).__name__}, which is neither a "
+                    f"tensor nor hashable{hint}. Leaves of jitted arguments are tensors or "
+                    "hashable constants (numbers, strings) that are compiled in; register "
+                    "containers with fnn.tree.register_dataclass / register_pytree_node."
+                )
+        return TypeError(f"fnn.jit({self._name}): the arguments are not hashable.")
+
+    # ----------------------------------------------------------------------------------------
+    # Compiling
+    # ----------------------------------------------------------------------------------------
+
+    def _new_entry(
+        self, key: Any, leaves: list[Any], dyn_args: tuple[Any, ...], dyn_kwargs: dict[str, Any]
+    ) -> _Entry | None:
+        global _counters
+        if _counters is None:
+            from torch._dynamo.utils import counters
+
+            _counters = counters
+        change = self._what_changed(key, leaves, dyn_args, dyn_kwargs)
+        if self._cache:
+            stance = getattr(getattr(torch._dynamo.eval_frame, "_stance", None), "stance", "")
+            if stance == "fail_on_recompile" or torch._dynamo.config.error_on_recompile:
+                raise RuntimeError(
+                    f"fnn.jit({self._name}) would compile again while torch.compile's stance is "
+                    f"'fail_on_recompile': {change}."
+                )
+            if stance == "eager_on_recompile":
+                return None
+        generated, donated = self._generate(key, leaves, donate=True)
+        compiled = torch.compile(
+            generated, fullgraph=True, dynamic=self._dynamic, **self._compile_options
+        )
+        entry = _Entry(generated, compiled, donated, num_tensors=len(leaves) - len(key[2]))
+        self._cache[key] = entry
+        self._last_key = key
+        return entry
+
+    def _what_changed(
+        self, key: Any, leaves: list[Any], dyn_args: tuple[Any, ...], dyn_kwargs: dict[str, Any]
+    ) -> str:
+        """Say why ``key`` is new (for errors); warn once when a Python number changed."""
+        treedef, static_key, consts = key
+        first = self._first_of_structure.setdefault((treedef, static_key), consts)
+        if self._last_key is None:
+            return "first call"
+        if first is not consts:
+            names = self._leaf_names(dyn_args, dyn_kwargs)
+            before = {i: (t, v) for i, t, v in first}
+            now = {i: (t, v) for i, t, v in consts}
+            changed = [
+                (names[i], before[i][1] if i in before else "a tensor", value)
+                for i, (_, value) in now.items()
+                if before.get(i) != now[i]
+            ]
+            changed += [
+                (names[i], old, "a tensor") for i, (_, old) in before.items() if i not in now
+            ]
+            number = next(
+                (c for c in changed if isinstance(c[2], numbers.Number) and type(c[2]) is not bool),
+                None,
+            )
+            if number is not None and not self._warned_numbers:
+                self._warned_numbers = True
+                name, old, new = number
+                warnings.warn(
+                    f"fnn.jit({self._name}) compiles again because the Python "
+                    f"{type(new).__name__} in {name} changed from {old!r} to {new!r}. Python "
+                    "numbers in arguments are compiled in as constants, so each new value "
+                    f"compiles again: pass a 0-d tensor (torch.tensor({new!r})) to change it "
+                    "freely, or make the argument static (static_argnums/static_argnames) if "
+                    "each value should be compiled, which also silences this warning (given once "
+                    "per function).",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            return "; ".join(f"{n} changed from {o!r} to {v!r}" for n, o, v in changed[:3])
+        last_treedef, last_static, _ = self._last_key
+        if static_key != last_static:
+            return f"the static arguments changed from {last_static!r} to {static_key!r}"
+        return f"the structure of the arguments changed from {last_treedef} to {treedef}"
+
+    def _layout(self, key: Any, leaves: list[Any]) -> tuple[Any, dict[str, Any], list[int]]:
+        """The argument trees with tensors replaced by ``_Slot`` s, and the donated slots."""
+        treedef, _, _ = key
+        counter = itertools.count()
+        slots = [_Slot(next(counter)) if _is_tensor(x) else x for x in leaves]
+        template_args, template_kwargs = treedef.unflatten(slots)
+        positions = (i for i in itertools.count() if i not in self._static_argnums)
+        donated: list[int] = []
+        for i, arg in zip(positions, template_args, strict=False):
+            if i in self._donate_argnums:
+                donated += _slots_in(arg)
+        for n, arg in template_kwargs.items():
+            if n in self._donate_argnames:
+                donated += _slots_in(arg)
+        return template_args, template_kwargs, donated
+
+    def _generate(
+        self, key: Any, leaves: list[Any], *, donate: bool
+    ) -> tuple[Callable[..., Any], list[int]]:
+        """Write and ``exec`` the flat function ``f(*tensors)`` for ``key``; which are donated."""
+        template_args, template_kwargs, donated = self._layout(key, leaves)
+        static_pos, static_kw = key[1] or ((), ())
+        statics = {i: v for i, _, v in static_pos}
+        gen = _Codegen()
+        dyn = iter(template_args)
+        args_exprs = [
+            gen.const(statics[i], "s") if i in statics else gen.tree(next(dyn))
+            for i in range(len(template_args) + len(statics))
+        ]
+        kwargs_exprs = [f"{n!r}: {gen.const(v, 's')}" for n, _, v in static_kw]
+        kwargs_exprs += [f"{n!r}: {gen.tree(arg)}" for n, arg in template_kwargs.items()]
+        donated = donated if donate else []
+        name = _identifier(f"fnn_jit_{getattr(self._fun, '__name__', 'fun')}")
+        filename = f"<fnn.jit {self._name} #{next(_generated)}>"
+        src = (
+            f"def {name}(*a):\n"
+            f"    return _run(_fun, ({''.join(e + ', ' for e in args_exprs)}), "
+            f"{{{', '.join(kwargs_exprs)}}}, ({''.join(f'a[{k}], ' for k in donated)}))\n"
+        )
+        namespace = {"_run": _run, "_fun": self._fun, **gen.globals}
+        exec(compile(src, filename, "exec"), namespace)
+        linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+        return namespace[name], donated
+
+    def _run_eagerly(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        dyn_args: tuple[Any, ...],
+        dyn_kwargs: dict[str, Any],
+    ) -> Any:
+        """``FNN_DISABLE_JIT=1``: call ``fun`` directly, then write into the donated inputs."""
+        if not (self._donate_argnums or self._donate_argnames):
+            return self._fun(*args, **kwargs)
+        leaves, treedef = optree.tree_flatten((dyn_args, dyn_kwargs), **_OPTS)
+        _, _, donated = self._layout((treedef, (), ()), leaves)
+        tensors = [x for x in leaves if _is_tensor(x)]
+        entry = _Entry(self._fun, self._fun, donated, num_tensors=len(tensors))
+        self._check_donation(tensors, entry, leaves, dyn_args, dyn_kwargs)
+        return _run(self._fun, args, kwargs, tuple(tensors[k] for k in donated))
+
+
+# --------------------------------------------------------------------------------------------
+# The code that runs inside the compiled function (traced by dynamo) or eagerly
+# --------------------------------------------------------------------------------------------
+
+
+def _run(
+    fun: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    donated: tuple[torch.Tensor, ...],
+) -> Any:
+    out = fun(*args, **kwargs)
+    if donated:
+        out = _write_into_donated(out, donated)
+    return out
+
+
+def _write_into_donated(out: Any, donated: tuple[torch.Tensor, ...]) -> Any:
+    """Write the result leaves of ``out`` into the ``donated`` tensors (the JAX matching rule).
+
+    Identity and view tests (``is``, ``._base``) are decided while dynamo traces, so in the
+    compiled function this leaves only the ``copy_`` ops, which inductor turns into stores into
+    the input buffers.
+    """
+    leaves, spec = optree.tree_flatten(out, **_OPTS)
+    used = [False] * len(donated)
+    for x in leaves:  # results that are donated inputs keep them: no copy
+        for j, d in enumerate(donated):
+            if x is d:
+                used[j] = True
+    result = list(leaves)
+    pending: list[int] = []
+    for i, x in enumerate(leaves):
+        if not isinstance(x, torch.Tensor) or any(x is d for d in donated):
+            continue
+        if any(_shares_base(x, d) for d in donated):
+            result[i] = x.clone()  # a view of a donated buffer: read it before any write
+        pending.append(i)
+    with torch.no_grad():
+        for i in pending:
+            x = leaves[i]
+            earlier = [k for k in range(i) if leaves[k] is x]
+            if earlier:  # the same tensor returned twice: written once, returned twice
+                result[i] = result[earlier[0]]
+                continue
+            for j, d in enumerate(donated):
+                if (
+                    not used[j]
+                    and d.shape == x.shape
+                    and d.dtype == x.dtype
+                    and d.device == x.device
+                ):
+                    d.copy_(result[i])
+                    result[i] = d
+                    used[j] = True
+                    break
+    return spec.unflatten(result)
+
+
+def _shares_base(x: torch.Tensor, d: torch.Tensor) -> bool:
+    bx = x if x._base is None else x._base
+    bd = d if d._base is None else d._base
+    return bx is bd
+
+
+def _donation_clash(tensors: list[torch.Tensor], entry: _Entry) -> tuple[int, int, bool] | None:
+    """``(first, second, donated_twice)`` tensor indices of one tensor donated twice, or donated
+    and also passed in a non-donated place; ``None`` when each donated tensor appears once."""
+    seen: dict[int, int] = {}
+    for k in entry.donated:
+        first = seen.setdefault(id(tensors[k]), k)
+        if first != k:
+            return first, k, True
+    for k in entry.kept:
+        first = seen.get(id(tensors[k]))
+        if first is not None:
+            return first, k, False
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+class _Codegen:
+    """Python expressions rebuilding a tree from ``a`` (the flat tensors) and constants."""
+
+    def __init__(self) -> None:
+        self.globals: dict[str, Any] = {}
+
+    def const(self, value: Any, prefix: str) -> str:
+        if type(value) in _LITERAL_TYPES or (type(value) is float and math.isfinite(value)):
+            return repr(value)
+        name = f"_{prefix}{len(self.globals)}"
+        self.globals[name] = value
+        return name
+
+    def tree(self, node: Any) -> str:
+        if isinstance(node, _Slot):
+            return f"a[{node.index}]"
+        if node is None:
+            return "None"
+        if optree.tree_is_leaf(node, **_OPTS):
+            return self.const(node, "c")
+        kind = type(node)
+        if kind is tuple:
+            return "(" + "".join(f"{self.tree(c)}, " for c in node) + ")"
+        if kind is list:
+            return "[" + ", ".join(self.tree(c) for c in node) + "]"
+        if kind is dict:
+            items = (f"{self.const(k, 'k')}: {self.tree(v)}" for k, v in node.items())
+            return "{" + ", ".join(items) + "}"
+        children, metadata, _, unflatten = optree.tree_flatten_one_level(node, **_OPTS)
+        if optree.is_namedtuple_instance(node):
+            return f"{self.const(kind, 't')}({', '.join(self.tree(c) for c in children)})"
+        rebuilt = ", ".join(self.tree(c) for c in children)
+        return f"{self.const(unflatten, 'u')}({self.const(metadata, 'm')}, [{rebuilt}])"
+
+
+def _slots_in(tree: Any) -> list[int]:
+    return [x.index for x in optree.tree_leaves(tree, **_OPTS) if isinstance(x, _Slot)]
+
+
+def _is_tensor(x: Any) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def _identifier(name: str) -> str:
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return name + "_" if keyword.iskeyword(name) else name
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _argnums(what: str, value: int | Sequence[int]) -> frozenset[int]:
+    nums = (value,) if isinstance(value, int) else tuple(value)
+    for i in nums:
+        if not isinstance(i, int) or isinstance(i, bool) or i < 0:
+            raise TypeError(
+                f"fnn.jit: {what} must be an int or a sequence of ints >= 0 (argument "
+                f"positions), got {value!r}."
+            )
+    return frozenset(nums)
+
+
+def _argnames(value: str | Iterable[str]) -> frozenset[str]:
+    names = (value,) if isinstance(value, str) else tuple(value)
+    for n in names:
+        if not isinstance(n, str):
+            raise TypeError(
+                f"fnn.jit: static_argnames must be a string or a sequence of strings, got "
+                f"{value!r}."
+            )
+    return frozenset(names)
+
+
+def _signature(fun: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fun)
+    except (TypeError, ValueError):
+        return None
+
+
+def _positional_names(fun: Callable[..., Any]) -> tuple[str | None, ...]:
+    """Names of the parameters that can be passed by position (``None``: position-only)."""
+    sig = _signature(fun)
+    if sig is None:
+        return ()
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return tuple(
+        None if p.kind is inspect.Parameter.POSITIONAL_ONLY else p.name
+        for p in sig.parameters.values()
+        if p.kind in kinds
+    )

@@ -1,0 +1,460 @@
+"""Specification of fnn.jit: compiled pytree functions, donation, static arguments, debugging.
+
+Compiling is slow, so jitted functions live at module level and are shared by the tests; only
+the training step uses inductor (what donation is for), the rest dynamo's "eager" backend.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import re
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import fnn
+from fnn.testing import (
+    assert_max_compiles,
+    assert_trees_all_close,
+    assert_trees_all_equal,
+    variants,
+)
+
+EAGER = {"backend": "eager"}  # dynamo traces and guards as usual; no inductor code generation
+
+
+# ---------------------------------------------------------------------------------------------
+# A small MLP and a hand-written Adam step (step count and learning rate are 0-d tensors)
+# ---------------------------------------------------------------------------------------------
+
+AdamState = collections.namedtuple("AdamState", ["count", "mu", "nu"])
+
+
+def init_mlp(seed: int, sizes=(5, 16, 3)) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "layers": [
+            {
+                "weight": torch.randn(n_out, n_in, generator=gen) / n_in**0.5,
+                "bias": torch.zeros(n_out),
+            }
+            for n_in, n_out in itertools.pairwise(sizes)
+        ]
+    }
+
+
+def mlp(params: dict, x: torch.Tensor) -> torch.Tensor:
+    *hidden, last = params["layers"]
+    for layer in hidden:
+        x = torch.tanh(x @ layer["weight"].T + layer["bias"])
+    return x @ last["weight"].T + last["bias"]
+
+
+def loss_fn(params: dict, batch: dict) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(mlp(params, batch["x"]), batch["y"])
+
+
+def adam_init(params: dict) -> AdamState:
+    return AdamState(
+        torch.zeros((), dtype=torch.int64), fnn.tree.zeros_like(params), fnn.tree.zeros_like(params)
+    )
+
+
+def adam_step(params, opt_state, batch, lr, b1=0.9, b2=0.999, eps=1e-8):
+    grads, loss = torch.func.grad_and_value(loss_fn)(params, batch)
+    count = opt_state.count + 1
+    mu = fnn.tree.map(lambda m, g: b1 * m + (1 - b1) * g, opt_state.mu, grads)
+    nu = fnn.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, opt_state.nu, grads)
+    c1, c2 = 1 - b1**count, 1 - b2**count
+    params = fnn.tree.map(
+        lambda p, m, v: p - lr * (m / c1) / (torch.sqrt(v / c2) + eps), params, mu, nu
+    )
+    return params, AdamState(count, mu, nu), loss
+
+
+train_step = fnn.jit(adam_step, donate_argnums=(0, 1))
+
+
+def batches(n: int):
+    gen = torch.Generator().manual_seed(1)
+    return [
+        {"x": torch.randn(8, 5, generator=gen), "y": torch.randint(0, 3, (8,), generator=gen)}
+        for _ in range(n)
+    ]
+
+
+def clone(tree):
+    return fnn.tree.map(torch.clone, tree)
+
+
+def ptrs(tree) -> list[int]:
+    return [t.data_ptr() for t in fnn.tree.leaves(tree)]
+
+
+def test_compiled_adam_step_matches_eager_compiles_once_and_writes_into_the_donated_buffers():
+    params, opt_state = init_mlp(0), adam_init(init_mlp(0))
+    ref_params, ref_state = clone(params), clone(opt_state)
+    buffers = ptrs((params, opt_state))
+    with assert_max_compiles(1):
+        for i, batch in enumerate(batches(10)):
+            lr = torch.tensor(1e-2 * 0.9**i)  # a new learning rate every step: no recompile
+            inputs = (params, opt_state)
+            params, opt_state, loss = train_step(params, opt_state, batch, lr)
+            ref_params, ref_state, ref_loss = adam_step(ref_params, ref_state, batch, lr)
+
+            assert_trees_all_close(
+                (params, opt_state, loss), (ref_params, ref_state, ref_loss), rtol=1e-5, atol=1e-7
+            )
+            # the donated inputs hold the returned values: they *are* the returned tensors
+            for old, new in zip(
+                fnn.tree.leaves(inputs), fnn.tree.leaves((params, opt_state)), strict=True
+            ):
+                assert old is new
+            assert ptrs((params, opt_state)) == buffers
+    assert int(opt_state.count) == 10
+    assert train_step.num_compiles == 1
+
+
+def test_without_donation_the_inputs_keep_their_values_and_results_are_new_tensors():
+    step = fnn.jit(adam_step, **EAGER)
+    params, opt_state = init_mlp(1), adam_init(init_mlp(1))
+    before = clone((params, opt_state))
+    new_params, new_state, _ = step(params, opt_state, batches(1)[0], torch.tensor(0.1))
+    assert_trees_all_equal((params, opt_state), before)
+    assert not set(ptrs((new_params, new_state))) & set(ptrs((params, opt_state)))
+    assert step.num_compiles == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Donation rules (the same in the compiled function and under FNN_DISABLE_JIT=1)
+# ---------------------------------------------------------------------------------------------
+
+
+@fnn.jit(donate_argnums=0, **EAGER)
+def keep_and_add(x):
+    return x, x + 1  # the donated input itself is returned: it keeps its buffer and value
+
+
+@fnn.jit(donate_argnums=0, **EAGER)
+def twice(x):
+    y = x * 2
+    return y, y  # one result returned twice: written once, both are the donated buffer
+
+
+@fnn.jit(donate_argnums=0, **EAGER)
+def transpose(x):
+    return x.T  # a view of the donated input: read before the input is overwritten
+
+
+@fnn.jit(donate_argnums=(0,), **EAGER)
+def mixed(state, scale):
+    # results in flattened order: "a" (float, 2x2), "b" (int), "c" (3,) and a new (2x2) float
+    return {
+        "a": state["a"] * scale,
+        "b": state["b"] + 1,
+        "c": state["c"].double(),
+        "d": state["a"] + 1,
+    }
+
+
+@pytest.fixture(params=["compiled", "disabled"])
+def mode(request, monkeypatch):
+    if request.param == "disabled":
+        monkeypatch.setenv("FNN_DISABLE_JIT", "1")
+    return request.param
+
+
+def test_a_returned_donated_input_keeps_its_value_and_blocks_its_buffer(mode):
+    x = torch.arange(4.0)
+    same, plus = keep_and_add(x)
+    assert same is x
+    assert_trees_all_equal((same, plus), (torch.arange(4.0), torch.arange(4.0) + 1))
+    assert plus.data_ptr() != x.data_ptr()
+
+
+def test_a_result_returned_twice_is_written_once(mode):
+    x = torch.arange(3.0)
+    a, b = twice(x)
+    assert a is x and b is x
+    assert_trees_all_equal(x, torch.arange(3.0) * 2)
+
+
+def test_a_result_that_views_a_donated_input_is_read_before_the_write(mode):
+    x = torch.arange(9.0).reshape(3, 3)
+    expected = x.T.clone()
+    out = transpose(x)
+    assert out is x
+    assert_trees_all_equal(x, expected)
+
+
+def test_results_fill_donated_buffers_of_the_same_shape_and_dtype_in_flattened_order(mode):
+    state = {"a": torch.ones(2, 2), "b": torch.zeros((), dtype=torch.int64), "c": torch.ones(3)}
+    a, b, c = state["a"], state["b"], state["c"]
+    out = mixed(state, torch.tensor(3.0))
+    assert out["a"] is a and out["b"] is b  # same shape and dtype: written in place
+    assert out["c"] is not c and out["c"].dtype == torch.float64  # another dtype: a new tensor
+    assert out["d"] is not a  # "a"'s buffer is already used by out["a"]
+    assert_trees_all_equal(c, torch.ones(3))  # a donated input that receives nothing is kept
+    assert_trees_all_equal(
+        (a, b, out["d"]), (torch.full((2, 2), 3.0), torch.tensor(1), torch.full((2, 2), 2.0))
+    )
+
+
+def test_donated_parameters_that_require_grad_are_updated_in_place(mode):
+    w = torch.nn.Parameter(torch.ones(2, 2))
+    out = mixed({"a": w, "b": torch.tensor(0), "c": torch.ones(3)}, torch.tensor(2.0))
+    assert out["a"] is w and w.requires_grad and w.is_leaf
+    assert_trees_all_equal(w.detach(), torch.full((2, 2), 2.0))
+
+
+def test_a_tensor_both_donated_and_passed_otherwise_is_refused(mode):
+    x = torch.ones(2, 2)
+    with pytest.raises(ValueError, match=r"both as donated argument 'state'.*leaf 'a'.*'scale'"):
+        mixed({"a": x, "b": torch.tensor(0), "c": torch.ones(3)}, x)
+    with pytest.raises(ValueError, match=r"same tensor is donated twice.*leaf 'a'.*leaf 'c'"):
+        mixed({"a": x, "b": torch.tensor(0), "c": x}, torch.tensor(1.0))
+    assert_trees_all_equal(x, torch.ones(2, 2))  # nothing was written
+
+
+# ---------------------------------------------------------------------------------------------
+# Static arguments, Python numbers, recompiles
+# ---------------------------------------------------------------------------------------------
+
+
+@fnn.jit(static_argnums=1, static_argnames="op", **EAGER)
+def power(x, n, op="add"):
+    y = x**n
+    return y + 1 if op == "add" else y - 1
+
+
+def test_a_changed_static_argument_compiles_again_and_the_same_value_does_not():
+    x = torch.arange(3.0)
+    power(x, 2)  # may already be compiled by another test: count from here
+    start = power.num_compiles
+    with assert_max_compiles(0):
+        assert_trees_all_equal(power(x, 2), x**2 + 1)
+    assert power.num_compiles == start
+    assert_trees_all_equal(power(x, 3, op="sub"), x**3 - 1)
+    assert power.num_compiles == start + 1
+    assert_trees_all_equal(power(torch.arange(4.0), 3, op="sub"), torch.arange(4.0) ** 3 - 1)
+    assert power.num_compiles == start + 2  # a new shape: dynamo recompiles, counted too
+    assert_trees_all_equal(power(x, n=4), x**4 + 1)  # a static parameter passed by keyword
+
+
+def test_an_unhashable_static_argument_is_a_clear_error():
+    with pytest.raises(
+        TypeError,
+        match=r"static argument 'n' \(position 1\) must be hashable.*"
+        r"unhashable list: \[2\].*tuple instead of a list",
+    ):
+        power(torch.ones(1), [2])
+
+
+@fnn.jit(**EAGER)
+def scale(x, factor):
+    return x * factor
+
+
+def test_a_python_float_compiles_in_as_a_constant_and_warns_once_a_tensor_never_recompiles():
+    x = torch.ones(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scale(x, 0.5)
+        scale(x, torch.tensor(0.5))
+        start = scale.num_compiles
+        with assert_max_compiles(0):
+            for f in (0.1, 0.2, 0.3):
+                assert_trees_all_equal(scale(x, torch.tensor(f)), x * f)
+    with pytest.warns(
+        UserWarning,
+        match=r"Python float in argument 'factor' \(position 1\) "
+        r"changed from 0.5 to 0.25.*torch.tensor\(0.25\)",
+    ):
+        assert_trees_all_equal(scale(x, 0.25), x * 0.25)
+    assert scale.num_compiles == start + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per function
+        scale(x, 0.125)
+
+
+def test_fail_on_recompile_stance_names_what_changed():
+    x = torch.ones(2)
+    power(x, 2)
+    with torch.compiler.set_stance("fail_on_recompile"):
+        power(x, 2)  # cached: fine
+        with pytest.raises(RuntimeError, match=r"would compile again.*static arguments changed"):
+            power(x, 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pytrees in and out
+# ---------------------------------------------------------------------------------------------
+
+Pair = collections.namedtuple("Pair", ["first", "second"])
+
+
+@fnn.tree.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    activation: str = dataclasses.field(default="relu", metadata={"static": True})
+
+
+def tree_fn(layer: Layer, pair: Pair, extra=None, *, options):
+    y = layer.weight * options["gain"] + (0 if layer.bias is None else layer.bias)
+    y = torch.relu(y) if layer.activation == "relu" else y
+    return {
+        "layer": Layer(y, None, "id"),
+        "pair": Pair(pair.second, pair.first),
+        "none": None,
+        "list": [pair.first.sum(), extra],
+    }
+
+
+jit_tree_fn = fnn.jit(tree_fn, **EAGER)
+
+
+def test_pytree_arguments_and_results_with_none_namedtuples_and_dataclasses():
+    layer = Layer(torch.tensor([-1.0, 2.0]), None)
+    pair = Pair(torch.ones(2), torch.zeros(3))
+    opts = {"gain": torch.tensor(2.0)}
+    expected = tree_fn(layer, pair, options=opts)
+    out = jit_tree_fn(layer, pair, options=opts)
+    fnn.testing.assert_trees_all_equal_structs(out, expected)
+    assert_trees_all_equal(out, expected)
+    assert type(out["pair"]) is Pair and out["layer"].activation == "id"
+    # a bias instead of None is another structure: compiled once more, still correct
+    layer = Layer(torch.tensor([-1.0, 2.0]), torch.ones(2), activation="id")
+    assert_trees_all_equal(
+        jit_tree_fn(layer, pair, "s", options=opts), tree_fn(layer, pair, "s", options=opts)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Debugging: FNN_DISABLE_JIT, explain, nesting
+# ---------------------------------------------------------------------------------------------
+
+
+@fnn.jit(**EAGER)
+def breaks(x):
+    if x.sum() > 0:  # data-dependent Python control flow: a graph break
+        return x + 1
+    return x - 1
+
+
+def test_a_graph_break_is_an_error_that_points_to_explain():
+    with pytest.raises(Exception, match="Data-dependent") as info:
+        breaks(torch.ones(2))
+    assert "breaks.explain(*args)" in "\n".join(getattr(info.value, "__notes__", []))
+    explained = breaks.explain(torch.ones(2))
+    assert explained.graph_break_count == 1
+    assert explained.break_reasons[0].user_stack[-1].name == "breaks"
+
+
+def test_fnn_disable_jit_runs_the_python_function_at_every_call(monkeypatch):
+    monkeypatch.setenv("FNN_DISABLE_JIT", "1")
+    start = breaks.num_compiles
+    with assert_max_compiles(0):
+        assert_trees_all_equal(breaks(torch.ones(2)), torch.full((2,), 2.0))  # no graph break
+        assert_trees_all_equal(breaks(-torch.ones(2)), torch.full((2,), -2.0))
+    assert breaks.num_compiles == start
+    monkeypatch.setenv("FNN_DISABLE_JIT", "0")
+    with pytest.raises(Exception, match="Data-dependent"):
+        breaks(torch.ones(2))
+
+
+@fnn.jit(**EAGER)
+def outer(x):
+    return scale(x, torch.tensor(3.0)) + 1  # a jitted function inside a jitted function
+
+
+def test_nested_jit_and_jit_under_torch_func_transforms_run_inline():
+    x = torch.arange(3.0)
+    start = scale.num_compiles
+    assert_trees_all_equal(outer(x), x * 3 + 1)
+    grad = torch.func.grad(lambda x: scale(x, torch.tensor(3.0)).sum())(x)
+    assert_trees_all_equal(grad, torch.full((3,), 3.0))
+    assert_trees_all_equal(torch.func.vmap(scale, in_dims=(0, None))(x, 2.0), x * 2)
+    assert scale.num_compiles == start  # inline: the inner function was not compiled
+
+
+# ---------------------------------------------------------------------------------------------
+# Forms and errors
+# ---------------------------------------------------------------------------------------------
+
+
+def double(x):
+    """Double x."""
+    return x * 2
+
+
+def test_decorator_forms_and_wrapping():
+    bare = fnn.jit(double)
+    called = fnn.jit()(double)
+    assert bare.__name__ == "double" and bare.__doc__ == "Double x." and bare.__wrapped__ is double
+    assert repr(fnn.jit(double, donate_argnums=0)) == (
+        "fnn.jit(double, donate_argnums=(0,), num_compiles=0)"
+    )
+    assert type(bare) is type(called) and called.num_compiles == 0
+
+    class Model:
+        def __init__(self, gain: float) -> None:
+            self.gain = gain
+
+        def __hash__(self) -> int:
+            return hash(self.gain)
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Model) and other.gain == self.gain
+
+        @fnn.jit(**EAGER)
+        def apply(self, x):
+            return x * self.gain
+
+    assert_trees_all_equal(Model(3.0).apply(torch.ones(2)), torch.full((2,), 3.0))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"donate_argnums": -1}, TypeError, r"donate_argnums must be an int .* >= 0"),
+        ({"static_argnums": "x"}, TypeError, r"static_argnums must be an int"),
+        ({"static_argnames": [1]}, TypeError, r"static_argnames must be a string"),
+        ({"donate_argnums": 0, "static_argnums": 0}, ValueError, r"both donate_argnums and stat"),
+        ({"static_argnums": 3}, ValueError, r"static_argnums=\[3\] but f takes 2 positional"),
+        ({"static_argnames": "z"}, ValueError, r"\['z'\] are not parameters of f.*\['x', 'y'\]"),
+        ({"fullgraph": False}, TypeError, r"fullgraph is always True"),
+        ({"backnd": "eager"}, TypeError, r"unknown option for torch.compile.*backnd"),
+    ],
+)
+def test_invalid_options_are_refused_when_decorating(kwargs, error, pattern):
+    def f(x, y):
+        return x + y
+
+    with pytest.raises(error, match=pattern):
+        fnn.jit(f, **kwargs)
+
+
+def test_arguments_that_are_neither_tensors_nor_hashable_are_a_clear_error():
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "argument 'factor' (position 1), leaf 'gain' is a ndarray, which is neither a tensor "
+            "nor hashable (torch.as_tensor(x) makes it a tensor)"
+        ),
+    ):
+        scale(torch.ones(2), {"gain": np.ones(2)})
+    with pytest.raises(TypeError, match=r"fnn.jit: expected a function to compile, got 3"):
+        fnn.jit(3)
+
+
+@variants("eager", "jit")
+def test_the_jit_variant_is_fnn_jit(variant):
+    f = variant(lambda tree: {"y": tree["x"] + 1})
+    assert isinstance(f, type(train_step)) == variant.is_jit
+    assert_trees_all_equal(f({"x": torch.zeros(2)}), {"y": torch.ones(2)})
