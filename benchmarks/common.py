@@ -83,12 +83,14 @@ def write_report(name: str, title: str, rows: list[dict[str, object]], info: dic
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} "
         f"({info['torch_threads']} threads), {info['date']}.",
         "",
-        "| workload | variant | median | ratio to baseline | target |",
+        "| workload | variant | median (time or peak memory) | ratio to baseline | target |",
         "|---|---|---:|---:|---|",
     ]
     for r in rows:
+        unit = r.get("unit", "ms")
+        value = f"{r['median_ms']:.0f} MB" if unit == "MB" else f"{r['median_ms']:.2f} ms"
         lines.append(
-            f"| {r['workload']} | {r['variant']} | {r['median_ms']:.2f} ms | "
+            f"| {r['workload']} | {r['variant']} | {value} | "
             f"{r['ratio']:.2f}x (vs {r['baseline']}) | {r.get('target', '')} |"
         )
     table = "\n".join(lines) + "\n"
