@@ -458,3 +458,19 @@ def test_the_jit_variant_is_fnn_jit(variant):
     f = variant(lambda tree: {"y": tree["x"] + 1})
     assert isinstance(f, type(train_step)) == variant.is_jit
     assert_trees_all_equal(f({"x": torch.zeros(2)}), {"y": torch.ones(2)})
+
+
+def test_trees_with_empty_dicts_pass_through_a_donating_step():
+    """Models without state return ``state == {}``; a jitted step must carry it untouched."""
+
+    def step(params, state, batch):
+        new = fnn.tree.map(lambda p: p - 0.1 * batch.sum(), params)
+        return new, state, {"loss": batch.mean(), "extra": {}}
+
+    jitted = fnn.jit(step, donate_argnums=(0, 1))
+    params = {"w": torch.ones(2), "b": {}}
+    w = params["w"]
+    new, state, aux = jitted(params, {}, torch.ones(3))
+    assert state == {} and aux["extra"] == {} and new["b"] == {}
+    assert new["w"] is w
+    torch.testing.assert_close(w, torch.full((2,), 0.7))

@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
+import torch._dynamo.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -519,6 +520,84 @@ def test_math_under_torch_compile_fullgraph_matches_eager():
     compiled = torch.compile(step, fullgraph=True)(params, grads, lr)
     assert close_lists(fnn.tree.leaves(compiled), fnn.tree.leaves(eager))
     assert fnn.tree.structure(compiled) == fnn.tree.structure(eager)
+
+
+Nothing = collections.namedtuple("Nothing", [])
+
+
+@fnn.tree.register_dataclass
+@dataclasses.dataclass
+class OnlyStatic:
+    """A registered dataclass without data fields: an empty subtree."""
+
+    name: str = dataclasses.field(default="cfg", metadata={"static": True})
+
+
+def _tree_ops(t):
+    """Every fnn.tree entry point on one tree; run eagerly and under torch.compile."""
+    leaves, treedef = fnn.tree.flatten(t)
+    pairs, path_def = fnn.tree.flatten_with_path(t)
+    return (
+        fnn.tree.map(lambda x: x + 1, t),
+        fnn.tree.map(lambda x, y: x * y, t, t),
+        fnn.tree.unflatten(fnn.tree.structure(t), fnn.tree.leaves(t)),
+        fnn.tree.unflatten(treedef, [x * 2 for x in leaves]),
+        path_def.unflatten([x for _, x in pairs]),
+        [p for p, _ in pairs],
+        fnn.tree.paths(t),
+        fnn.tree.map_with_path(lambda p, x: x * len(p), t),
+        fnn.tree.add(t, t),
+        fnn.tree.sub(t, fnn.tree.scale(t, 0.5)),
+        fnn.tree.where(torch.tensor(True), t, fnn.tree.zeros_like(t)),
+        fnn.tree.l2_norm(t),
+        treedef.num_leaves,
+        fnn.tree.structure(t) == fnn.tree.structure(fnn.tree.ones_like(t)),
+    )
+
+
+def _plain(tree):
+    """``repr`` of a tree with tensors as lists: shows types, dict key order and values."""
+    return repr(
+        fnn.tree.map(lambda x: (x.dtype, x.tolist()) if isinstance(x, torch.Tensor) else x, tree)
+    )
+
+
+EMPTY_SUBTREES = {
+    "empty dict": {"a": torch.ones(1), "b": {}},
+    "empty root": {},
+    "none root": None,
+    "empty list, tuple, None": {"b": [], "a": (), "c": None, "d": torch.ones(2)},
+    "empty namedtuple": {"n": Nothing(), "p": Pair((), torch.ones(1)), "m": [Nothing()]},
+    "dataclass without data": {"s": OnlyStatic(), "w": torch.ones(1), "t": [OnlyStatic("x")]},
+    "nested empties": {
+        "z": {"y": {}, "x": [{}, (), None, {"q": {}}]},
+        "a": torch.arange(3.0),
+        "d": collections.defaultdict(list),
+        "o": collections.OrderedDict(b={}, a=torch.ones(1)),
+    },
+    "unsorted keys": {"b": torch.ones(1), "a": {}, "c": {"z": torch.zeros(1), "y": {}}},
+}
+
+
+@pytest.mark.parametrize("name", list(EMPTY_SUBTREES))
+def test_tree_functions_on_empty_subtrees_under_torch_compile_match_eager(name):
+    # Dynamo constant-folds optree's dict flatten for all-constant dicts such as {} and fails on
+    # its metadata ("Unexpected type in sourceless builder"); fnn.tree must still trace.
+    tree = EMPTY_SUBTREES[name]
+    eager = _tree_ops(tree)
+    counter = torch._dynamo.testing.CompileCounter()
+    with torch._dynamo.config.patch(recompile_limit=64):
+        compiled = torch.compile(_tree_ops, backend=counter, fullgraph=True)(tree)
+    assert counter.frame_count == 1
+    assert _plain(compiled) == _plain(eager)
+    assert [type(x) for x in compiled] == [type(x) for x in eager]
+
+
+def test_empty_dict_state_under_torch_compile_with_inductor():
+    f = torch.compile(lambda t: fnn.tree.map(lambda x: x + 1, t), fullgraph=True)
+    out = f({"a": torch.ones(1), "b": {}})
+    assert _plain(out) == _plain({"a": torch.full((1,), 2.0), "b": {}})
+    assert f({}) == {}
 
 
 def test_math_under_vmap_and_grad():

@@ -658,7 +658,7 @@ def _write_into_donated(out: Any, donated: tuple[torch.Tensor, ...]) -> Any:
     compiled function this leaves only the ``copy_`` ops, which inductor turns into stores into
     the input buffers.
     """
-    leaves, spec = optree.tree_flatten(out, **_OPTS)
+    leaves, spec = _tree.flatten(out)  # fnn.tree handles empty dicts while compiling
     used = [False] * len(donated)
     for x in leaves:  # results that are donated inputs keep them: no copy
         for j, d in enumerate(donated):

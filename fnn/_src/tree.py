@@ -14,6 +14,7 @@ Conventions that hold for every function here:
 from __future__ import annotations
 
 import builtins
+import collections
 import dataclasses
 import functools
 import json
@@ -36,6 +37,69 @@ T = TypeVar("T")
 NAMESPACE = "fnn"
 
 _OPTS: dict[str, Any] = {"namespace": NAMESPACE, "none_is_leaf": False}
+
+
+# --------------------------------------------------------------------------------------------
+# Flattening under torch.compile
+# --------------------------------------------------------------------------------------------
+#
+# Under dynamo, optree calls are replaced by the pure-Python polyfills of
+# ``torch/_dynamo/polyfills/pytree.py``. Its dict flatten polyfill is marked constant-foldable, so
+# for a dict whose contents are all Python constants (e.g. an empty dict ``{}``, the state of a
+# stateless model) dynamo runs optree's real dict flatten, which returns an
+# ``optree.registry.DictMetaData`` that dynamo cannot wrap ("Unexpected type in sourceless
+# builder"). While compiling, fnn therefore flattens with the same traversal as the polyfill but
+# handles ``dict``/``defaultdict`` nodes itself (same key order as optree), producing the polyfill's
+# ``PyTreeSpec``. Eager flattening is untouched.
+
+
+def _compile_dict_unflatten(metadata: tuple[list[Any], list[Any]], values: Iterable[Any]) -> dict:
+    original_keys, keys = metadata
+    out = dict.fromkeys(original_keys)
+    out.update(zip(keys, values, strict=True))
+    return out
+
+
+def _compile_defaultdict_unflatten(
+    metadata: tuple[Any, tuple[list[Any], list[Any]]], values: Iterable[Any]
+) -> collections.defaultdict:
+    default_factory, dict_metadata = metadata
+    return collections.defaultdict(default_factory, _compile_dict_unflatten(dict_metadata, values))
+
+
+def _compile_flatten(tree: PyTree, is_leaf: IsLeaf) -> tuple[list[Leaf], Any]:
+    """``optree.tree_flatten(tree, is_leaf, **_OPTS)`` for use while dynamo is tracing."""
+    import torch._dynamo.polyfills.pytree as dynamo_pytree
+
+    spec_cls = dynamo_pytree.PyTreeSpec
+    insertion_ordered = optree._C.is_dict_insertion_ordered(NAMESPACE)
+    out: list[Leaf] = []
+
+    def spec(children: tuple, node_type: Any, metadata: Any, entries: tuple, unflat: Any) -> Any:
+        return spec_cls(
+            children, node_type, metadata, entries, unflat, none_is_leaf=False, namespace=NAMESPACE
+        )
+
+    def helper(node: PyTree) -> Any:
+        if optree.tree_is_leaf(node, is_leaf, **_OPTS):
+            out.append(node)
+            return spec((), None, None, (), None)
+        node_type = type(node)
+        if node_type is dict or node_type is collections.defaultdict:
+            original_keys = list(node)
+            keys = original_keys if insertion_ordered else optree.utils.total_order_sorted(node)
+            children = tuple(helper(node[k]) for k in keys)
+            metadata: Any = (original_keys, keys)
+            unflat: Any = _compile_dict_unflatten
+            if node_type is collections.defaultdict:
+                metadata = (node.default_factory, metadata)
+                unflat = _compile_defaultdict_unflatten
+            return spec(children, node_type, metadata, tuple(keys), unflat)
+        children, metadata, entries, unflat = optree.tree_flatten_one_level(node, is_leaf, **_OPTS)
+        return spec(tuple(helper(c) for c in children), node_type, metadata, entries, unflat)
+
+    treespec = helper(tree)
+    return out, treespec
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,6 +126,8 @@ def flatten(tree: PyTree, is_leaf: IsLeaf = None) -> tuple[list[Leaf], PyTreeDef
         >>> treedef
         PyTreeSpec({'a': [*, None], 'b': *})
     """
+    if torch.compiler.is_compiling():
+        return _compile_flatten(tree, is_leaf)
     return optree.tree_flatten(tree, is_leaf, **_OPTS)
 
 
@@ -94,6 +160,8 @@ def leaves(tree: PyTree, is_leaf: IsLeaf = None) -> list[Leaf]:
         >>> fnn.tree.leaves({"b": (3, None), "a": 1})
         [1, 3]
     """
+    if torch.compiler.is_compiling():
+        return _compile_flatten(tree, is_leaf)[0]
     return optree.tree_leaves(tree, is_leaf, **_OPTS)
 
 
@@ -105,6 +173,8 @@ def structure(tree: PyTree, is_leaf: IsLeaf = None) -> PyTreeDef:
         >>> fnn.tree.structure({"w": 1.0, "b": [2.0, None]})
         PyTreeSpec({'b': [*, None], 'w': *})
     """
+    if torch.compiler.is_compiling():
+        return _compile_flatten(tree, is_leaf)[1]
     return optree.tree_structure(tree, is_leaf, **_OPTS)
 
 
@@ -193,7 +263,11 @@ def flatten_with_path(
         >>> fnn.tree.flatten_with_path(3.0)[0]
         [('', 3.0)]
     """
-    accessors, tree_leaves, treedef = optree.tree_flatten_with_accessor(tree, is_leaf, **_OPTS)
+    if torch.compiler.is_compiling():
+        tree_leaves, treedef = _compile_flatten(tree, is_leaf)
+        accessors = treedef.accessors()
+    else:
+        accessors, tree_leaves, treedef = optree.tree_flatten_with_accessor(tree, is_leaf, **_OPTS)
     paths = [_render_accessor(a) for a in accessors]
     return list(zip(paths, tree_leaves, strict=True)), treedef
 
@@ -206,7 +280,11 @@ def paths(tree: PyTree, is_leaf: IsLeaf = None) -> list[str]:
         >>> fnn.tree.paths({"layer": [{"w": 0, "b": 0}], "gain": 0})
         ['gain', 'layer.0.b', 'layer.0.w']
     """
-    return [_render_accessor(a) for a in optree.tree_accessors(tree, is_leaf, **_OPTS)]
+    if torch.compiler.is_compiling():
+        accessors = _compile_flatten(tree, is_leaf)[1].accessors()
+    else:
+        accessors = optree.tree_accessors(tree, is_leaf, **_OPTS)
+    return [_render_accessor(a) for a in accessors]
 
 
 def map_with_path(
