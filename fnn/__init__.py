@@ -7,7 +7,7 @@ Pytrees (:mod:`fnn.tree`), explicit PRNG keys (:mod:`fnn.random`), chex-like tes
 ``cond``, ``switch``, ``associative_scan``.
 """
 
-from fnn import random, testing, tree
+from fnn import losses, nn, random, testing, tree
 from fnn._src.autodiff import grad as grad
 from fnn._src.autodiff import hessian as hessian
 from fnn._src.autodiff import jacfwd as jacfwd
@@ -37,6 +37,8 @@ __all__ = [
     "jacrev",
     "jit",
     "jvp",
+    "losses",
+    "nn",
     "random",
     "remat",
     "scan",
