@@ -318,3 +318,10 @@ def test_hypothesis_orthogonal(shape, seed, column_axis):
     m = w.movedim(column_axis, -1).reshape(-1, shape[column_axis])
     gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
     torch.testing.assert_close(gram, 2.25 * torch.eye(min(m.shape), dtype=torch.float64))
+
+
+def test_shape_errors_name_the_initializer_not_fnn_random():
+    import fnn
+
+    with pytest.raises(ValueError, match=r"^fnn\.nn\.initializers\.zeros: expected `shape`"):
+        fnn.nn.initializers.zeros(fnn.random.key(0), (-1,))

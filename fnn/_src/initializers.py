@@ -116,7 +116,7 @@ def compute_fans(
         >>> compute_fans((64, 3, 5, 5))
         (75.0, 1600.0)
     """
-    shape = _as_shape(shape, "compute_fans")
+    shape = _as_shape(shape, "fnn.nn.initializers.compute_fans")
     if len(shape) < 2:
         raise ValueError(
             "fnn.nn.initializers: fan_in and fan_out need a shape with at least 2 dimensions, "
@@ -149,7 +149,9 @@ def zeros(key: torch.Tensor, shape: Shape, dtype: torch.dtype | None = None) -> 
         tensor([[0., 0., 0.],
                 [0., 0., 0.]])
     """
-    return torch.zeros(_as_shape(shape, "zeros"), dtype=_dtype(dtype), device=key.device)
+    return torch.zeros(
+        _as_shape(shape, "fnn.nn.initializers.zeros"), dtype=_dtype(dtype), device=key.device
+    )
 
 
 def ones(key: torch.Tensor, shape: Shape, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -168,7 +170,9 @@ def ones(key: torch.Tensor, shape: Shape, dtype: torch.dtype | None = None) -> t
         >>> ones(fnn.random.key(0), (3,))
         tensor([1., 1., 1.])
     """
-    return torch.ones(_as_shape(shape, "ones"), dtype=_dtype(dtype), device=key.device)
+    return torch.ones(
+        _as_shape(shape, "fnn.nn.initializers.ones"), dtype=_dtype(dtype), device=key.device
+    )
 
 
 def constant(value: float) -> Initializer:
@@ -187,7 +191,7 @@ def constant(value: float) -> Initializer:
     """
 
     def init(key: torch.Tensor, shape: Shape, dtype: torch.dtype | None = None) -> torch.Tensor:
-        shape = _as_shape(shape, "constant")
+        shape = _as_shape(shape, "fnn.nn.initializers.constant")
         return torch.full(shape, value, dtype=_dtype(dtype), device=key.device)
 
     return init
@@ -325,7 +329,7 @@ def variance_scaling(
 
     def init(key: torch.Tensor, shape: Shape, dtype: torch.dtype | None = None) -> torch.Tensor:
         check_key(key, "variance_scaling")
-        shape = _as_shape(shape, "variance_scaling")
+        shape = _as_shape(shape, "fnn.nn.initializers.variance_scaling")
         dtype = _dtype(dtype)
         _check_float(dtype, "variance_scaling")
         fan_in, fan_out = compute_fans(shape, in_axis, out_axis, batch_axis)
@@ -611,7 +615,7 @@ def orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
 
     def init(key: torch.Tensor, shape: Shape, dtype: torch.dtype | None = None) -> torch.Tensor:
         check_key(key, "orthogonal")
-        shape = _as_shape(shape, "orthogonal")
+        shape = _as_shape(shape, "fnn.nn.initializers.orthogonal")
         dtype = _dtype(dtype)
         _check_float(dtype, "orthogonal")
         if len(shape) < 2:

@@ -43,19 +43,22 @@ def _to_int32(value: int) -> int:
 
 
 def _as_shape(shape: Shape, where: str) -> tuple[int, ...]:
+    """``shape`` as a tuple of ints; ``where`` is a fnn.random name or a full dotted name."""
+    where = where.removeprefix("fnn.random.")
+    prefix = "fnn.random." if "." not in where else ""
     if isinstance(shape, int | torch.SymInt):
         shape = (shape,)
     try:
         shape = tuple(shape)
     except TypeError:
         raise TypeError(
-            f"fnn.random.{where}: expected `shape` to be an int or a sequence of ints, "
+            f"{prefix}{where}: expected `shape` to be an int or a sequence of ints, "
             f"got {type(shape).__name__} {shape!r}."
         ) from None
     for d in shape:
         if not isinstance(d, int | torch.SymInt) or isinstance(d, bool) or d < 0:
             raise ValueError(
-                f"fnn.random.{where}: expected `shape` to hold non-negative ints, got {shape!r}."
+                f"{prefix}{where}: expected `shape` to hold non-negative ints, got {shape!r}."
             )
     return shape
 
