@@ -1,5 +1,21 @@
-"""fnn.nn: pure modules (in progress). Available now: :mod:`fnn.nn.initializers`."""
+"""fnn.nn: pure modules (frozen configuration dataclasses with ``init`` / ``apply``) and layers.
+
+See :class:`fnn.nn.Module` for the contract and how to write a model.
+"""
 
 from fnn.nn import initializers as initializers
-
-__all__ = ["initializers"]
+from fnn.nn._activations import *  # noqa: F403
+from fnn.nn._conv import *  # noqa: F403
+from fnn.nn._dropout import *  # noqa: F403
+from fnn.nn._embedding import *  # noqa: F403
+from fnn.nn._interop import to_state_dict as to_state_dict
+from fnn.nn._linear import Bilinear as Bilinear
+from fnn.nn._linear import Identity as Identity
+from fnn.nn._linear import Linear as Linear
+from fnn.nn._module import Module as Module
+from fnn.nn._module import Scope as Scope
+from fnn.nn._norm import *  # noqa: F403
+from fnn.nn._pool import *  # noqa: F403
+from fnn.nn._sequential import Flatten as Flatten
+from fnn.nn._sequential import Sequential as Sequential
+from fnn.nn._sequential import Unflatten as Unflatten
