@@ -224,7 +224,12 @@ class Scope:
 
     # -- state ------------------------------------------------------------------------------
     def get_state(self, name: str, init: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """The current value of the state entry ``name`` (created by ``init()`` at ``init``)."""
+        """The current value of the state entry ``name``.
+
+        At ``init`` the entry is created by ``init()``, which must build a real tensor (it is
+        moved to the inputs' device); the inputs are meta tensors then, so take sizes and dtypes
+        from them but not their device.
+        """
         run = self._run
         if run.mode == "apply":
             full = (*self._names, name)
@@ -247,6 +252,12 @@ class Scope:
         existing = self._state.get(name)
         if existing is None:
             existing = init()
+            if not isinstance(existing, torch.Tensor) or existing.device == _META:
+                raise ValueError(
+                    f"{_where(self.module, self.path)}: the init of state '{name}' must return "
+                    "a real tensor (at init, inputs are meta tensors: do not pass "
+                    f"device=x.device there), got {existing!r}."
+                )
             if run.mode == "shapes":
                 existing = torch.empty(existing.shape, dtype=existing.dtype, device=_META)
             elif run.device is not None:
@@ -327,6 +338,10 @@ class _Bound:
 
 
 def _call(module: Module, scope: Scope, args: tuple, kwargs: dict) -> Any:
+    record = scope._run.record
+    if record is not None:  # summary: rows in call order (parents before children)
+        row = len(record)
+        record.append(None)
     try:
         out = module.forward(scope, *args, **kwargs)
     except Exception as e:
@@ -337,8 +352,8 @@ def _call(module: Module, scope: Scope, args: tuple, kwargs: dict) -> Any:
             except AttributeError:
                 pass
         raise
-    if scope._run.record is not None:
-        scope._run.record.append((scope.path, module, out, scope.params, scope._state))
+    if record is not None:
+        record[row] = (scope.path, module, out, scope.params, scope._state)
     return out
 
 
