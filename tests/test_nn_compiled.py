@@ -4,12 +4,12 @@ and the model equals its torch.nn twin (custom models read as documented)."""
 from __future__ import annotations
 
 import torch
+from test_nn_golden import Residual, cnn
 from torch import nn as tnn
 
 import fnn
 from fnn import nn
 from fnn.testing import assert_trees_all_close
-from test_nn_golden import Residual, cnn
 
 KEY = fnn.random.key(0)
 
@@ -73,8 +73,10 @@ def test_cnn_equals_its_torch_twin_in_train_and_eval():
     twin.train()
     twin[4].p = 0.0  # torch's dropout masks come from its global RNG: compare without them
     no_drop = nn.Sequential([*model.layers[:4], *model.layers[5:]])
-    sd = {k.replace("6.", "5.", 1) if k.startswith("6.") else k: v for k, v in
-          nn.to_state_dict(params, state).items()}
+    sd = {
+        k.replace("6.", "5.", 1) if k.startswith("6.") else k: v
+        for k, v in nn.to_state_dict(params, state).items()
+    }
     p2, s2 = nn.from_state_dict(no_drop, sd, x)
     y, s2 = no_drop.apply(p2, x, state=s2, train=True)
     assert_trees_all_close(y, twin(x).detach(), atol=1e-5)

@@ -56,7 +56,7 @@ def test_mismatches_are_reported_all_at_once_by_name():
     assert "0.weight: shape (8, 4) in the state_dict, the model expects (8, 3)" in msg
     with pytest.raises(TypeError, match="pass example inputs"):
         nn.from_state_dict(model, sd)
-    with pytest.raises(TypeError, match="use fnn.nn.from_torch"):
+    with pytest.raises(TypeError, match=r"use fnn\.nn\.from_torch"):
         nn.from_state_dict(_torch_mlp(), sd, torch.randn(1, 3))
 
 
@@ -108,7 +108,7 @@ def test_from_torch_under_grad_vmap_and_jit():
         y, new_state = model.apply(p, x, state=state, train=True)
         return y.square().mean(), new_state
 
-    (value, s1), grads = fnn.value_and_grad(loss, has_aux=True)(params)
+    (_value, s1), grads = fnn.value_and_grad(loss, has_aux=True)(params)
     net.train()
     net.zero_grad()
     net(x).square().mean().backward()
@@ -119,7 +119,7 @@ def test_from_torch_under_grad_vmap_and_jit():
     assert_trees_all_close(per_example, model.apply(params, x, state=s1)[0], rtol=1e-5)
     step = fnn.jit(lambda p, s, x: model.apply(p, x, state=s, train=True))
     y1, j1 = step(params, state, x)
-    y2, j2 = step(params, j1, x)
+    _y2, j2 = step(params, j1, x)
     assert step.num_compiles == 1
     assert int(j2["1"]["num_batches_tracked"]) == 2
     assert_trees_all_close((y1, j1), model.apply(params, x, state=state, train=True))
@@ -141,5 +141,5 @@ def test_from_torch_requires_state_when_the_module_has_buffers():
     params, _ = model.init(KEY, torch.randn(2, 3))
     with pytest.raises(ValueError, match="pass state= to apply"):
         model.apply(params, torch.randn(2, 3))
-    with pytest.raises(TypeError, match="expected a torch.nn.Module, got int"):
+    with pytest.raises(TypeError, match=r"expected a torch\.nn\.Module, got int"):
         nn.from_torch(3)

@@ -49,7 +49,7 @@ class Noisy(nn.Module):
 def test_a_module_is_a_frozen_dataclass_of_config():
     model = MLP((4, 2))
     assert dataclasses.is_dataclass(model)
-    with pytest.raises(dataclasses.FrozenInstanceError, match="dataclasses.replace"):
+    with pytest.raises(dataclasses.FrozenInstanceError, match=r"dataclasses\.replace"):
         model.features = (3,)
     assert model == MLP((4, 2)) and hash(model) == hash(MLP((4, 2)))
     assert dataclasses.replace(model, features=(5,)).layers[0].features == 5
@@ -101,10 +101,10 @@ def test_apply_is_pure_and_returns_state_only_when_given():
     params, state = model.init(KEY, x)
     assert sorted(state["1"]) == ["count", "total"]
     before = fnn.tree.map(torch.clone, (params, state))
-    y, new_state = model.apply(params, x, state=state, train=True)
+    _y, new_state = model.apply(params, x, state=state, train=True)
     assert_trees_all_equal((params, state), before)  # nothing mutated
     assert int(new_state["1"]["count"]) == 1
-    y2, newer = model.apply(params, x, state=new_state, train=True)
+    _y2, newer = model.apply(params, x, state=new_state, train=True)
     assert int(newer["1"]["count"]) == 2
     assert_trees_all_close(newer["1"]["total"], 2 * new_state["1"]["total"])
     _, same = model.apply(params, x, state=state, train=False)

@@ -56,7 +56,8 @@ def to_state_dict(params: Mapping, state: Mapping | None = None) -> OrderedDict[
     """
     if not isinstance(params, Mapping):
         raise TypeError(
-            f"fnn.nn.to_state_dict: expected params to be a nested dict, got {type(params).__name__}."
+            "fnn.nn.to_state_dict: expected params to be a nested dict, got "
+            f"{type(params).__name__}."
         )
     if state is not None and not isinstance(state, Mapping):
         raise TypeError(

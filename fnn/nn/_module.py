@@ -106,7 +106,7 @@ def _prune(tree: dict) -> dict:
 class _Run:
     """What one ``init`` or ``apply`` call shares between its scopes (never global)."""
 
-    __slots__ = ("mode", "key", "init_key", "train", "dtype", "device", "updates", "record")
+    __slots__ = ("device", "dtype", "init_key", "key", "mode", "record", "train", "updates")
 
     def __init__(self, mode: str, key, init_key, train: bool, dtype=None, device=None, record=None):
         self.mode = mode  # "init", "shapes" or "apply"
@@ -133,7 +133,7 @@ class Scope:
     (named ``field.0``, ``field.key``, as ``torch.nn.ModuleList``/``ModuleDict`` name them).
     """
 
-    __slots__ = ("_run", "module", "path", "_names", "params", "_state", "_key")
+    __slots__ = ("_key", "_names", "_run", "_state", "module", "params", "path")
 
     def __init__(self, run: _Run, module: Module, path: str, names: tuple, params, state):
         self._run = run
@@ -296,8 +296,14 @@ class Scope:
         if isinstance(value, Module):
             return _Bound(self, name, value)
         if isinstance(value, tuple | list) and value and all(isinstance(v, Module) for v in value):
-            return tuple(_Bound(self, f"{name}.{i}", v, (name, str(i))) for i, v in enumerate(value))
-        if isinstance(value, Mapping) and value and all(isinstance(v, Module) for v in value.values()):
+            return tuple(
+                _Bound(self, f"{name}.{i}", v, (name, str(i))) for i, v in enumerate(value)
+            )
+        if (
+            isinstance(value, Mapping)
+            and value
+            and all(isinstance(v, Module) for v in value.values())
+        ):
             return {k: _Bound(self, f"{name}.{k}", v, (name, str(k))) for k, v in value.items()}
         raise AttributeError(
             f"{_where(self.module, self.path)}: field '{name}' is a {type(value).__name__}, not a "
@@ -321,7 +327,9 @@ class _Bound:
 
     __slots__ = ("_parent", "_path", "_rel", "module")
 
-    def __init__(self, parent: Scope, name: str, module: Module, rel: tuple[str, ...] | None = None):
+    def __init__(
+        self, parent: Scope, name: str, module: Module, rel: tuple[str, ...] | None = None
+    ):
         self._parent = parent
         self._path = _join(parent.path, name)
         self._rel = rel if rel is not None else (name,)
@@ -417,8 +425,8 @@ class Module(metaclass=_ModuleMeta):
         ...                      nn.Flatten(), MLP((16, 10))])
         >>> x = torch.randn(4, 3, 16, 16)
         >>> params, state = cnn.init(fnn.random.key(0), x)
-        >>> fnn.tree.map(lambda t: tuple(t.shape), params)["4"]
-        {'layers': {'0': {'weight': (16, 8), 'bias': (16,)}, '1': {'weight': (10, 16), 'bias': (10,)}}}
+        >>> fnn.tree.map(lambda t: tuple(t.shape), params)["4"]["layers"]
+        {'0': {'weight': (16, 8), 'bias': (16,)}, '1': {'weight': (10, 16), 'bias': (10,)}}
         >>> sorted(state["1"]["bn1"])
         ['num_batches_tracked', 'running_mean', 'running_var']
         >>> logits, state = cnn.apply(params, x, state=state, train=True)

@@ -14,9 +14,10 @@ __all__ = ["Flatten", "Sequential", "Unflatten"]
 class Sequential(Module):
     """Apply ``layers`` in order, the twin of ``torch.nn.Sequential``.
 
-    ``Sequential([a, b])`` and ``Sequential(a, b)`` are the same. ``layers`` may mix modules and plain functions (``fnn.nn.relu``); the i-th entry's
-    parameters live under the name ``"i"``, as in ``torch.nn.Sequential``, so the same
-    positions give the same ``state_dict()`` keys.
+    ``Sequential([a, b])`` and ``Sequential(a, b)`` are the same. ``layers`` may mix modules
+    and plain functions (``fnn.nn.relu``); the i-th entry's parameters live under the name
+    ``"i"``, as in ``torch.nn.Sequential``, so the same positions give the same
+    ``state_dict()`` keys.
 
     Args:
         layers: a sequence of modules and/or callables ``x -> y``.
