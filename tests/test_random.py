@@ -527,3 +527,15 @@ def test_public_namespace():
         "key", "split", "fold_in", "bits", "uniform", "normal", "truncated_normal", "bernoulli",
         "randint", "permutation", "choice", "categorical", "gumbel", "exponential", "orthogonal",
     }  # fmt: skip
+
+
+def test_large_eager_draws_hashed_in_blocks_equal_the_one_shot_hash():
+    from fnn._src.prng import _BLOCK, hash_shape
+
+    key = fnn.random.key(7)
+    shape = (3, _BLOCK // 2 + 5)  # more than one block, not a multiple of it
+    x0, x1 = hash_shape(key, shape)
+    assert torch.equal(fnn.random.bits(key, shape).view(torch.int32), x0 ^ x1)
+    # under vmap the hash runs in one shot: the blocked eager draw must give the same numbers
+    one_shot = fnn.vmap(lambda k: fnn.random.uniform(k, shape))(key[None])[0]
+    assert torch.equal(fnn.random.uniform(key, shape), one_shot)

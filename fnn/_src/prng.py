@@ -232,8 +232,29 @@ def hash_shape(key: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor,
     return threefry2x32(k0, k1, c0, c1)
 
 
+# Eager draws larger than this hash in blocks of this many counters: the ~100 in-place ops of
+# the 20 rounds then run on cache-resident buffers (4.5x faster for a 25M-element draw here).
+_BLOCK = 1 << 20
+
+
 def bits32(key: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """JAX's 32-bit random bits as an int32 tensor holding the same bit patterns."""
+    n = math.prod(shape)
+    if (
+        n > _BLOCK
+        and n <= 2**31
+        and not torch.compiler.is_compiling()
+        and torch._C._functorch.maybe_current_level() is None
+    ):
+        k0, k1 = _words(key)
+        out = torch.empty(n, dtype=torch.int32, device=key.device)
+        for start in range(0, n, _BLOCK):
+            m = min(_BLOCK, n - start)
+            c1 = torch.arange(start, start + m, dtype=torch.int32, device=key.device)
+            c0 = torch.zeros(m, dtype=torch.int32, device=key.device)
+            x0, x1 = threefry2x32(k0, k1, c0, c1)
+            torch.bitwise_xor(x0, x1, out=out[start : start + m])
+        return out.reshape(shape)
     x0, x1 = hash_shape(key, shape)
     x0 ^= x1
     return x0

@@ -37,6 +37,15 @@ _EMPTY: dict = {}
 _META = torch.device("meta")
 
 
+def meta_like(x: torch.Tensor) -> torch.Tensor:
+    """An empty meta tensor of ``x``'s shape and dtype (4 us; ``torch.empty_like`` takes 45).
+
+    Layers whose output has the input's shape return this on meta inputs (``init``'s shape
+    pass) instead of running torch's meta kernels, many of which are slow Python references.
+    """
+    return torch.empty(x.shape, dtype=x.dtype, device=_META)
+
+
 def _path_hash(path: str) -> int:
     """FNV-1a of ``path``, 31 bits: the data folded into a key for the module at ``path``.
 
@@ -172,16 +181,19 @@ class Scope:
         dotted name. At ``apply``, a missing parameter or one of another shape raises an error
         naming the module path and both shapes.
         """
-        shape = tuple(int(d) for d in shape)
         run = self._run
         if run.mode == "apply":
             params = self.params
-            if not isinstance(params, Mapping):
+            try:
+                value = params.get(name)
+            except AttributeError:
                 raise TypeError(
                     f"{_where(self.module, self.path)}: expected a dict of parameters, got "
                     f"{type(params).__name__}. Pass the `params` returned by init."
-                )
-            value = params.get(name)
+                ) from None
+            if value is not None and value.shape == shape:  # the fast path: one comparison
+                return value
+            shape = tuple(shape)
             if value is None:
                 have = sorted(k for k, v in params.items() if isinstance(v, torch.Tensor))
                 raise KeyError(
@@ -195,6 +207,7 @@ class Scope:
                     f"has shape {tuple(value.shape)}, expected {shape} for the given inputs."
                 )
             return value
+        shape = tuple(int(d) for d in shape)
         dtype = run.dtype if dtype is None else dtype
         existing = self.params.get(name)
         if existing is None:

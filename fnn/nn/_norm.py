@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from fnn._src.initializers import Initializer, ones, zeros
-from fnn.nn._module import Module, Scope, _join, _where
+from fnn.nn._module import Module, Scope, _join, _where, meta_like
 
 __all__ = [
     "BatchNorm1d",
@@ -142,6 +142,10 @@ class _BatchNorm(Module):
                     "are used in eval mode too)."
                 )
             )
+        if x.is_meta:  # init's shape pass: make the state, skip torch's slow meta kernels
+            if self.track_running_stats:
+                _running_stats(self, scope, c, _stats_dtype(x, w))
+            return meta_like(x)
         if not self.track_running_stats:
             return F.batch_norm(x, None, None, w, b, True, 0.0, self.eps)
         rm, rv, nbt = _running_stats(self, scope, c, _stats_dtype(x, w))
@@ -293,6 +297,10 @@ class _InstanceNorm(Module):
                 f"{where}: expected more than 1 spatial element per channel to compute instance "
                 f"statistics, got input of shape {tuple(x.shape)}."
             )
+        if x.is_meta:  # init's shape pass: make the state, skip torch's slow meta kernels
+            if self.track_running_stats:
+                _running_stats(self, scope, c, _stats_dtype(x, w))
+            return meta_like(x)
         if not self.track_running_stats:
             y = F.instance_norm(xb, None, None, w, b, True, 0.0, self.eps)
         else:
@@ -483,6 +491,8 @@ class LayerNorm(Module):
             w = scope.param("weight", shape, self.weight_init or ones)
             if self.bias:
                 b = scope.param("bias", shape, self.bias_init or zeros)
+        if x.is_meta:
+            return meta_like(x)
         return F.layer_norm(x, shape, w, b, self.eps)
 
 
@@ -527,6 +537,8 @@ class RMSNorm(Module):
             if self.elementwise_affine
             else None
         )
+        if x.is_meta:
+            return meta_like(x)
         return F.rms_norm(x, shape, w, self.eps)
 
 
@@ -593,6 +605,8 @@ class GroupNorm(Module):
                 f"{tuple(x.shape)} with num_groups={g}."
             )
         w, b = _affine(self, scope, c)
+        if x.is_meta:
+            return meta_like(x)
         return F.group_norm(x, g, w, b, self.eps)
 
 
@@ -631,4 +645,6 @@ class LocalResponseNorm(Module):
                 f"{_where(self, scope.path)}: expected input of shape (N, C, *) with at least 3 "
                 f"dims, got {_shape_of(x)}."
             )
+        if x.is_meta:
+            return meta_like(x)
         return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
