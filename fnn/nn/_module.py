@@ -142,16 +142,62 @@ class Scope:
     (named ``field.0``, ``field.key``, as ``torch.nn.ModuleList``/``ModuleDict`` name them).
     """
 
-    __slots__ = ("_key", "_names", "_run", "_state", "module", "params", "path")
+    __slots__ = (
+        "_key",
+        "_names_",
+        "_parent",
+        "_path",
+        "_rel",
+        "_run",
+        "_state",
+        "module",
+        "params",
+    )
 
-    def __init__(self, run: _Run, module: Module, path: str, names: tuple, params, state):
+    def __init__(self, run: _Run, module: Module, parent: Scope | None, rel: tuple, params, state):
         self._run = run
         self.module = module
-        self.path = path
-        self._names = names
+        self._parent = parent
+        self._rel = rel  # this scope's names relative to its parent: ("conv1",), ("layers", "0")
         self.params = params
         self._state = state
         self._key = None
+        self._path = None  # computed on first use: most calls never need it
+        self._names_ = None
+
+    @property
+    def path(self) -> str:
+        """This module's dotted path from the root (``""`` for the root)."""
+        path = self._path
+        if path is None:
+            rel = ".".join(self._rel)
+            parent = self._parent
+            path = rel if parent is None or not parent.path else f"{parent.path}.{rel}"
+            self._path = path
+        return path
+
+    @property
+    def _names(self) -> tuple[str, ...]:
+        names = self._names_
+        if names is None:
+            parent = self._parent
+            names = self._rel if parent is None else (*parent._names, *self._rel)
+            self._names_ = names
+        return names
+
+    def _enter(self, rel: tuple[str, ...], module: Module) -> Scope:
+        """The scope of the child ``module`` at ``rel`` below this one."""
+        params, state = self.params, self._state
+        if self._run.mode == "apply":
+            for n in rel:
+                params = params.get(n, _EMPTY)
+                if state is not None:
+                    state = state.get(n, _EMPTY)
+        else:
+            for n in rel:
+                params = params.setdefault(n, {})
+                state = state.setdefault(n, {})
+        return Scope(self._run, module, self, rel, params, state)
 
     # -- flags and keys ---------------------------------------------------------------------
     @property
@@ -295,7 +341,7 @@ class Scope:
             )
         if "." in name:
             raise ValueError(f"{_where(self.module, self.path)}: child names cannot hold '.'.")
-        return _Bound(self, name, module)
+        return _Bound(self, (name,), module)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -307,55 +353,33 @@ class Scope:
                 f"{_where(self.module, self.path)} has no sub-module '{name}'."
             ) from None
         if isinstance(value, Module):
-            return _Bound(self, name, value)
+            return _Bound(self, (name,), value)
         if isinstance(value, tuple | list) and value and all(isinstance(v, Module) for v in value):
-            return tuple(
-                _Bound(self, f"{name}.{i}", v, (name, str(i))) for i, v in enumerate(value)
-            )
+            return tuple(_Bound(self, (name, str(i)), v) for i, v in enumerate(value))
         if (
             isinstance(value, Mapping)
             and value
             and all(isinstance(v, Module) for v in value.values())
         ):
-            return {k: _Bound(self, f"{name}.{k}", v, (name, str(k))) for k, v in value.items()}
+            return {k: _Bound(self, (name, str(k)), v) for k, v in value.items()}
         raise AttributeError(
             f"{_where(self.module, self.path)}: field '{name}' is a {type(value).__name__}, not a "
             "sub-module; read configuration as scope.module." + name
         )
 
 
-def _sub(tree, names: tuple[str, ...], create: bool):
-    for n in names:
-        if tree is None:
-            return None
-        if create:
-            tree = tree.setdefault(n, {})
-        else:
-            tree = tree.get(n, _EMPTY)
-    return tree
-
-
 class _Bound:
     """A sub-module bound to its parent's scope: calling it runs the child's ``forward``."""
 
-    __slots__ = ("_parent", "_path", "_rel", "module")
+    __slots__ = ("_parent", "_rel", "module")
 
-    def __init__(
-        self, parent: Scope, name: str, module: Module, rel: tuple[str, ...] | None = None
-    ):
+    def __init__(self, parent: Scope, rel: tuple[str, ...], module: Module):
         self._parent = parent
-        self._path = _join(parent.path, name)
-        self._rel = rel if rel is not None else (name,)
+        self._rel = rel
         self.module = module
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        parent = self._parent
-        run = parent._run
-        create = run.mode != "apply"
-        params = _sub(parent.params, self._rel, create)
-        state = _sub(parent._state, self._rel, create)
-        scope = Scope(run, self.module, self._path, (*parent._names, *self._rel), params, state)
-        return _call(self.module, scope, args, kwargs)
+        return _call(self.module, self._parent._enter(self._rel, self.module), args, kwargs)
 
 
 def _call(module: Module, scope: Scope, args: tuple, kwargs: dict) -> Any:
@@ -521,7 +545,7 @@ class Module(metaclass=_ModuleMeta):
         run = _Run(mode, meta_key, key, bool(train), dtype, device, record)
         params: dict = {}
         state: dict = {}
-        scope = Scope(run, self, "", (), params, state)
+        scope = Scope(run, self, None, (), params, state)
         out = _call(self, scope, _to_meta(inputs), _to_meta(kwargs))
         if record is not None:
             return _prune(params), _prune(state), out
@@ -558,7 +582,7 @@ class Module(metaclass=_ModuleMeta):
         if key is not None:
             check_key(key, "fnn.nn.Module.apply")
         run = _Run("apply", key, None, bool(train))
-        scope = Scope(run, self, "", (), params, state)
+        scope = Scope(run, self, None, (), params, state)
         out = _call(self, scope, inputs, kwargs)
         if state is None:
             return out

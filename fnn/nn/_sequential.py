@@ -6,9 +6,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from fnn.nn._module import Module, Scope, _where
+from fnn.nn._module import Module, Scope, _call, _where
 
 __all__ = ["Flatten", "Sequential", "Unflatten"]
+
+_INDEX = tuple((str(i),) for i in range(64))  # the child names "0", "1", ... made once
 
 
 class Sequential(Module):
@@ -51,7 +53,10 @@ class Sequential(Module):
 
     def forward(self, scope: Scope, x):
         for i, layer in enumerate(self.layers):
-            x = scope.child(str(i), layer)(x) if isinstance(layer, Module) else layer(x)
+            if isinstance(layer, Module):
+                x = _call(layer, scope._enter(_INDEX[i] if i < 64 else (str(i),), layer), (x,), {})
+            else:
+                x = layer(x)
         return x
 
     def __len__(self) -> int:
