@@ -232,3 +232,17 @@ def test_summary_lists_every_submodule_with_totals():
     total = 3 * 8 + 8 + 8 * 4 + 4 + 4 * 2 + 2
     assert lines[-1].startswith(f"params: {total} ")
     assert len(nn.summary(model, torch.zeros(5, 3), depth=1).splitlines()) == len(lines) - 2
+
+
+def test_every_public_layer_documents_shapes_and_has_an_example():
+    missing = []
+    for name in nn.__all__:
+        obj = getattr(nn, name)
+        if name in ("Module", "Scope", "initializers", "TorchModule") or not callable(obj):
+            continue
+        doc = obj.__doc__ or ""
+        if isinstance(obj, type) and issubclass(obj, nn.Module) and "Shape" not in doc:
+            missing.append(f"{name}: no shapes")
+        if ">>>" not in doc:
+            missing.append(f"{name}: no example")
+    assert not missing, missing
