@@ -46,6 +46,10 @@ from fnn.nn._activations import softmax as softmax
 from fnn.nn._activations import softplus as softplus
 from fnn.nn._activations import softsign as softsign
 from fnn.nn._activations import tanh as tanh
+from fnn.nn._attention import MultiheadAttention as MultiheadAttention
+from fnn.nn._attention import dot_product_attention as dot_product_attention
+from fnn.nn._attention import make_causal_mask as make_causal_mask
+from fnn.nn._attention import make_padding_mask as make_padding_mask
 from fnn.nn._conv import Conv1d as Conv1d
 from fnn.nn._conv import Conv2d as Conv2d
 from fnn.nn._conv import Conv3d as Conv3d
@@ -89,16 +93,30 @@ from fnn.nn._pool import AvgPool3d as AvgPool3d
 from fnn.nn._pool import MaxPool1d as MaxPool1d
 from fnn.nn._pool import MaxPool2d as MaxPool2d
 from fnn.nn._pool import MaxPool3d as MaxPool3d
+from fnn.nn._recurrent import GRU as GRU
+from fnn.nn._recurrent import LSTM as LSTM
+from fnn.nn._recurrent import RNN as RNN
+from fnn.nn._recurrent import GRUCell as GRUCell
+from fnn.nn._recurrent import LSTMCell as LSTMCell
+from fnn.nn._recurrent import RNNCell as RNNCell
 from fnn.nn._sequential import Flatten as Flatten
 from fnn.nn._sequential import Sequential as Sequential
 from fnn.nn._sequential import Unflatten as Unflatten
 from fnn.nn._summary import summary as summary
+from fnn.nn._transformer import Transformer as Transformer
+from fnn.nn._transformer import TransformerDecoder as TransformerDecoder
+from fnn.nn._transformer import TransformerDecoderLayer as TransformerDecoderLayer
+from fnn.nn._transformer import TransformerEncoder as TransformerEncoder
+from fnn.nn._transformer import TransformerEncoderLayer as TransformerEncoderLayer
 
 __all__ = [
     "CELU",
     "ELU",
     "GELU",
     "GLU",
+    "GRU",
+    "LSTM",
+    "RNN",
     "SELU",
     "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
@@ -126,6 +144,7 @@ __all__ = [
     "Dropout3d",
     "Embedding",
     "Flatten",
+    "GRUCell",
     "GroupNorm",
     "Hardsigmoid",
     "Hardswish",
@@ -134,6 +153,7 @@ __all__ = [
     "InstanceNorm1d",
     "InstanceNorm2d",
     "InstanceNorm3d",
+    "LSTMCell",
     "LayerNorm",
     "LeakyReLU",
     "Linear",
@@ -144,8 +164,10 @@ __all__ = [
     "MaxPool3d",
     "Mish",
     "Module",
+    "MultiheadAttention",
     "PReLU",
     "RMSNorm",
+    "RNNCell",
     "ReLU",
     "ReLU6",
     "Scope",
@@ -157,8 +179,14 @@ __all__ = [
     "Softsign",
     "Tanh",
     "TorchModule",
+    "Transformer",
+    "TransformerDecoder",
+    "TransformerDecoderLayer",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
     "Unflatten",
     "celu",
+    "dot_product_attention",
     "elu",
     "from_state_dict",
     "from_torch",
@@ -170,6 +198,8 @@ __all__ = [
     "initializers",
     "leaky_relu",
     "log_softmax",
+    "make_causal_mask",
+    "make_padding_mask",
     "mish",
     "relu",
     "relu6",
