@@ -94,8 +94,9 @@ def check_key(key: object, where: str) -> None:
             if isinstance(key, int)
             else " Make keys with fnn.random.key(seed)."
         )
+    prefix = "" if "." in where else "fnn.random."
     raise TypeError(
-        f"fnn.random.{where}: expected a single PRNG key (a torch.uint32 tensor of shape (2,)), "
+        f"{prefix}{where}: expected a single PRNG key (a torch.uint32 tensor of shape (2,)), "
         f"got {got}.{hint}"
     )
 
