@@ -3,10 +3,11 @@
     python -m benchmarks.nn_bench [--quick]
 
 Workloads, timed interleaved in one process (medians; ratio to the torch.nn baseline):
-- Initialising a ResNet-50 (torchvision's layout, 3x64x64 example input): ``model.init`` (draws
-  every weight from keys; the forward runs on meta tensors only), ``model.init_shapes``
-  (shapes only, what ``summary`` and ``from_state_dict`` use), against constructing the
-  ``torch.nn`` ResNet-50 (torch's default init from its global generator). Targets: init
+- Initialising ``fnn.models.resnet50`` (torchvision's layout and init, 3x64x64 example input):
+  ``model.init`` (draws every weight from keys; the forward runs on meta tensors only),
+  ``model.init_shapes`` (shapes only, what ``summary`` and ``from_state_dict`` use), against
+  constructing the ``torch.nn`` ResNet-50 below (torchvision's init, drawn from torch's global
+  generator). Targets: init
   < 1 s, init_shapes < 50 ms. (fnn draws from counter-based threefry keys, bit-identical to
   JAX; that hash, not the shape pass, is most of fnn's init time.)
 - Eager forward: a 3-layer MLP (32-64-64-1, batch 32) and the ResNet-50 (batch 2, 3x64x64,
@@ -23,56 +24,7 @@ from torch import nn as tnn
 import fnn
 from benchmarks.common import interleaved, machine, summarize, write_report
 from fnn import nn
-
-
-class Bottleneck(nn.Module):
-    """torchvision's Bottleneck (stride on the 3x3 conv), as an fnn module."""
-
-    planes: int
-    stride: int = 1
-    downsample: bool = False
-
-    def __post_init__(self):
-        p = self.planes
-        self.conv1 = nn.Conv2d(p, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d()
-        self.conv2 = nn.Conv2d(p, 3, stride=self.stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d()
-        self.conv3 = nn.Conv2d(4 * p, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d()
-        if self.downsample:
-            self.down = nn.Sequential(
-                [nn.Conv2d(4 * p, 1, stride=self.stride, bias=False), nn.BatchNorm2d()]
-            )
-
-    def forward(self, scope, x):
-        h = nn.relu(scope.bn1(scope.conv1(x)))
-        h = nn.relu(scope.bn2(scope.conv2(h)))
-        h = scope.bn3(scope.conv3(h))
-        return nn.relu(h + (scope.child("downsample", self.down)(x) if self.downsample else x))
-
-
-class ResNet50(nn.Module):
-    num_classes: int = 1000
-
-    def __post_init__(self):
-        self.conv1 = nn.Conv2d(64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d()
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        for i, (planes, blocks, stride) in enumerate(
-            [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)], start=1
-        ):
-            layer = [Bottleneck(planes, stride, True)]
-            layer += [Bottleneck(planes) for _ in range(blocks - 1)]
-            setattr(self, f"layer{i}", layer)
-        self.fc = nn.Linear(self.num_classes)
-
-    def forward(self, scope, x):
-        x = scope.maxpool(nn.relu(scope.bn1(scope.conv1(x))))
-        for name in ("layer1", "layer2", "layer3", "layer4"):
-            for block in getattr(scope, name):
-                x = block(x)
-        return scope.fc(torch.flatten(x.mean((2, 3), keepdim=True), 1))
+from fnn.models import resnet50
 
 
 class TorchBottleneck(tnn.Module):
@@ -112,6 +64,12 @@ class TorchResNet50(tnn.Module):
             setattr(self, f"layer{i}", tnn.Sequential(*layer))
             cin = 4 * planes
         self.fc = tnn.Linear(2048, num_classes)
+        for m in self.modules():  # torchvision's init, as fnn.models.resnet50's
+            if isinstance(m, tnn.Conv2d):
+                tnn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, tnn.BatchNorm2d):
+                tnn.init.constant_(m.weight, 1)
+                tnn.init.constant_(m.bias, 0)
 
     def forward(self, x):
         x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
@@ -128,7 +86,7 @@ def main() -> None:
     rows = []
 
     x = torch.randn(2, 3, 64, 64)
-    model, twin = ResNet50(), TorchResNet50().eval()
+    model, twin = resnet50(), TorchResNet50().eval()
     params, state = model.init(fnn.random.key(0), x)
     sd = nn.to_state_dict(params, state)
     assert list(sd) == list(twin.state_dict()), "fnn and torch ResNet-50 names differ"

@@ -7,7 +7,7 @@ Pytrees (:mod:`fnn.tree`), explicit PRNG keys (:mod:`fnn.random`), chex-like tes
 ``cond``, ``switch``, ``associative_scan``.
 """
 
-from fnn import losses, nn, random, testing, tree
+from fnn import losses, models, nn, random, testing, tree
 from fnn._src.autodiff import grad as grad
 from fnn._src.autodiff import hessian as hessian
 from fnn._src.autodiff import jacfwd as jacfwd
@@ -38,6 +38,7 @@ __all__ = [
     "jit",
     "jvp",
     "losses",
+    "models",
     "nn",
     "random",
     "remat",
