@@ -96,12 +96,17 @@ def fnn_jit_variant(make_opt):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument(
+        "--only", nargs="*", choices=sorted(OPTIMIZERS), help="run only these optimizers"
+    )
     args = parser.parse_args()
     reps = 10 if args.quick else 40
     n = sum(t.numel() for t in make_params(0).values())
     print(f"{2 * LAYERS} tensors, {n:,} parameters")
     rows = []
     for name, (make_torch, make_fnn) in OPTIMIZERS.items():
+        if args.only and name not in args.only:
+            continue
         variants = {
             "torch.optim foreach": torch_variant(make_torch, foreach=True),
             "torch.optim fused": torch_variant(make_torch, fused=True),
@@ -120,8 +125,9 @@ def main() -> None:
                 row["baseline"] = "torch.optim foreach"
                 row["target"] = "<= 1.2x" if variant == "fnn_optim eager" else ""
             rows.append(row)
-        print(name, {k: round(v["median_ms"], 2) for k, v in stats.items()})
-    table = write_report("optim_bench", "fnn_optim vs torch.optim", rows, machine())
+        print(name, {k: round(v["median_ms"], 2) for k, v in stats.items()}, flush=True)
+        # written after each optimizer: compiling a 150-tensor step takes minutes here
+        table = write_report("optim_bench", "fnn_optim vs torch.optim", rows, machine())
     print(table)
 
 

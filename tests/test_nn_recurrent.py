@@ -513,3 +513,15 @@ def test_apply_does_not_modify_its_inputs():
     before = fnn.tree.map(torch.clone, (params, x, hx))
     model.apply(params, x, hx, lengths=torch.tensor([4, 2]), key=KEY, train=True)
     assert_trees_all_equal((params, x, hx), before)
+
+
+def test_lstm_with_lengths_works_under_jit_and_compiles_once():
+    # dynamo's "eager" backend: the graph capture (one graph, no recompiles) is what is tested
+    model = nn.LSTM(4, num_layers=2, bidirectional=True, batch_first=True)
+    x = torch.randn(3, 5, 2)
+    params, _ = model.init(fnn.random.key(0), x)
+    step = fnn.jit(lambda p, x, n: model.apply(p, x, lengths=n)[0], backend="eager")
+    for lengths in ([5, 3, 1], [2, 5, 4]):
+        n = torch.tensor(lengths)
+        torch.testing.assert_close(step(params, x, n), model.apply(params, x, lengths=n)[0])
+    assert step.num_compiles == 1
