@@ -1,9 +1,11 @@
 """fnn.models: a model zoo of fnn.nn modules, with the names and layouts of their torch twins.
 
 Each model is a function returning an :class:`fnn.nn.Module` (configuration as arguments);
-``init`` / ``apply`` as for any module. The ResNets have torchvision's exact layout, parameter
-names and initialisation, so torchvision checkpoints load by name with
-:func:`fnn.nn.from_state_dict`::
+``init`` / ``apply`` as for any module. Models: ``mlp``, ``lenet5``, ``resnet18/34/50`` and
+``vit_tiny`` / ``vit_b_16`` (torchvision's exact layouts, parameter names and initialisation, so
+torchvision checkpoints load by name with :func:`fnn.nn.from_state_dict`), and the GPT-style
+``transformer_lm`` with :func:`generate` (greedy, temperature, top-k, top-p; KV cache in
+``state``)::
 
     >>> import fnn, torch
     >>> model = fnn.models.resnet18(num_classes=10)
