@@ -193,12 +193,14 @@ class TorchModule(Module):
             )
         self._train_copy = _copy_module(self.module, True)
         self._eval_copy = _copy_module(self.module, False)
+        # the names, listed once here rather than walking the module tree on every apply
+        self._param_names = tuple(n for n, _ in self.module.named_parameters())
+        self._buffer_names = tuple(n for n, _ in self.module.named_buffers())
 
     def forward(self, scope: Scope, *args: Any, **kwargs: Any) -> Any:
         run = scope._run
         net = self._train_copy if scope.train else self._eval_copy
-        names = [n for n, _ in self.module.named_parameters()]
-        buffers = [n for n, _ in self.module.named_buffers()]
+        names, buffers = self._param_names, self._buffer_names
         if run.mode != "apply":
             meta = {}
             for n, t in self.module.named_parameters():
@@ -222,7 +224,7 @@ class TorchModule(Module):
         if buffers:
             if scope._state is None:
                 raise ValueError(
-                    f"{_where(self, scope.path)} wraps a module with buffers {buffers}; pass "
+                    f"{_where(self, scope.path)} wraps a module with buffers {list(buffers)}; pass "
                     "state= to apply (the state returned by init)."
                 )
             flat_s = _flat(scope._state)
