@@ -1,3 +1,5 @@
 """fnn_data: Grain-style deterministic, resumable input pipelines (in progress)."""
 
-__all__: list[str] = []
+from fnn_data import datasets as datasets
+
+__all__ = ["datasets"]
