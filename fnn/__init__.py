@@ -7,7 +7,7 @@ Pytrees (:mod:`fnn.tree`), explicit PRNG keys (:mod:`fnn.random`), chex-like tes
 ``cond``, ``switch``, ``associative_scan``.
 """
 
-from fnn import losses, models, nn, random, testing, tree
+from fnn import checkpoint, losses, models, nn, random, testing, tree
 from fnn._src.autodiff import grad as grad
 from fnn._src.autodiff import hessian as hessian
 from fnn._src.autodiff import jacfwd as jacfwd
@@ -29,6 +29,7 @@ from fnn._src.vmap import vmap as vmap
 __version__ = "0.1.0"
 __all__ = [
     "associative_scan",
+    "checkpoint",
     "cond",
     "fori_loop",
     "grad",
