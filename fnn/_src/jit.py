@@ -654,49 +654,70 @@ def _run(
 def _write_into_donated(out: Any, donated: tuple[torch.Tensor, ...]) -> Any:
     """Write the result leaves of ``out`` into the ``donated`` tensors (the JAX matching rule).
 
-    Identity and view tests (``is``, ``._base``) are decided while dynamo traces, so in the
-    compiled function this leaves only the ``copy_`` ops, which inductor turns into stores into
-    the input buffers.
+    Identity and view tests are decided while dynamo traces, so in the compiled function this
+    leaves only the ``copy_`` ops, which inductor turns into stores into the input buffers.
+    Dynamo runs this loop symbolically, where every Python step costs tens of microseconds, so
+    identity goes through dicts keyed by the tensors (tensors hash by identity; dynamo tracks
+    such dicts without guarding on the objects, unlike ``id()``): comparing every result with
+    every donated input made a 150-tensor optimizer step take minutes to trace.
     """
     leaves, spec = _tree.flatten(out)  # fnn.tree handles empty dicts while compiling
+    donated_at = {d: j for j, d in enumerate(donated)}
+    bases = {_base_of(d): None for d in donated}
     used = [False] * len(donated)
     for x in leaves:  # results that are donated inputs keep them: no copy
-        for j, d in enumerate(donated):
-            if x is d:
-                used[j] = True
+        if isinstance(x, torch.Tensor) and x in donated_at:
+            used[donated_at[x]] = True
+    free: dict[Any, list[int]] = {}  # (shape, dtype, device) -> unused donated inputs, in order
+    for j, d in enumerate(donated):
+        if not used[j]:
+            key = _bucket(d)
+            if key in free:  # (no dict.setdefault: dynamo 2.13 returns None from it)
+                free[key].append(j)
+            else:
+                free[key] = [j]
     result = list(leaves)
-    pending: list[int] = []
-    for i, x in enumerate(leaves):
-        if not isinstance(x, torch.Tensor) or any(x is d for d in donated):
-            continue
-        if any(_shares_base(x, d) for d in donated):
-            result[i] = x.clone()  # a view of a donated buffer: read it before any write
-        pending.append(i)
+    first_at: dict[torch.Tensor, int] = {}
     with torch.no_grad():
-        for i in pending:
-            x = leaves[i]
-            earlier = [k for k in range(i) if leaves[k] is x]
-            if earlier:  # the same tensor returned twice: written once, returned twice
-                result[i] = result[earlier[0]]
+        for i, x in enumerate(leaves):
+            if not isinstance(x, torch.Tensor) or x in donated_at:
                 continue
-            for j, d in enumerate(donated):
-                if (
-                    not used[j]
-                    and d.shape == x.shape
-                    and d.dtype == x.dtype
-                    and d.device == x.device
-                ):
-                    d.copy_(result[i])
-                    result[i] = d
-                    used[j] = True
-                    break
+            if x in first_at:  # the same tensor returned twice: written once, returned twice
+                result[i] = result[first_at[x]]
+                continue
+            first_at[x] = i
+            if _base_of(x) in bases:
+                result[i] = x.clone()  # shares memory with a donated buffer: read it first
+            j = _take(free, x, donated)
+            if j is not None:
+                donated[j].copy_(result[i])
+                result[i] = donated[j]
     return spec.unflatten(result)
 
 
-def _shares_base(x: torch.Tensor, d: torch.Tensor) -> bool:
-    bx = x if x._base is None else x._base
-    bd = d if d._base is None else d._base
-    return bx is bd
+def _base_of(x: torch.Tensor) -> torch.Tensor:
+    return x if x._base is None else x._base
+
+
+def _bucket(x: torch.Tensor) -> Any:
+    """A dict key for "same shape, dtype and device"; symbolic shapes share one key per dtype."""
+    shape = tuple(x.shape)
+    static = all(type(n) is int for n in shape)
+    return (shape if static else None, x.dtype, str(x.device))
+
+
+def _take(
+    free: dict[Any, list[int]], x: torch.Tensor, donated: tuple[torch.Tensor, ...]
+) -> int | None:
+    """Pop the first unused donated input with ``x``'s shape, dtype and device (or None)."""
+    key = _bucket(x)
+    if key[0] is not None and free.get(key):
+        return free[key].pop(0)
+    symbolic = free.get((None, key[1], key[2]), [])  # symbolic shapes: compare them
+    for k, j in enumerate(symbolic):
+        if donated[j].shape == x.shape:
+            return symbolic.pop(k)
+    return None
 
 
 def _donation_clash(tensors: list[torch.Tensor], entry: _Entry) -> tuple[int, int, bool] | None:
