@@ -4,6 +4,8 @@
 ``params = fnn_optim.apply_updates(params, updates)``. States are NamedTuples of tensors only
 (the step count and every hyperparameter are 0-d tensors), so compiled steps never recompile;
 :func:`get_hyperparams` / :func:`set_hyperparams` read and change any optimizer's hyperparameters.
+For eager loops that want ``torch.optim``'s memory behaviour, :func:`step_` does a step in place
+(on torch's fused kernels for ``sgd``, ``adam`` and ``adamw``).
 Optimizer defaults follow ``torch.optim`` wherever torch has the optimizer.
 """
 
@@ -33,6 +35,7 @@ from fnn_optim._base import get_hyperparams as get_hyperparams
 from fnn_optim._base import identity as identity
 from fnn_optim._base import named_chain as named_chain
 from fnn_optim._base import set_hyperparams as set_hyperparams
+from fnn_optim._inplace import step_ as step_
 from fnn_optim._lbfgs import (
     ScaleByBacktrackingLinesearchState as ScaleByBacktrackingLinesearchState,
 )
@@ -301,6 +304,7 @@ __all__ = [
     "sgd",
     "sgdr",
     "sgdr_schedule",
+    "step_",
     "step_lr",
     "to_torch_state",
     "trace",

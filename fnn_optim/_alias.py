@@ -18,6 +18,8 @@ import numbers
 from typing import Any
 
 from fnn_optim._base import GradientTransformation, ScalarOrSchedule, chain
+from fnn_optim._inplace import adam_inplace_step, sgd_inplace_step, with_inplace_step
+from fnn_optim._inplace import lr_resolver as _lr_resolver
 from fnn_optim._transforms import (
     add_decayed_weights,
     scale_by_adadelta,
@@ -110,9 +112,16 @@ def sgd(
             f"momentum={momentum}, dampening={dampening}."
         )
     momentum_part = [trace(momentum, nesterov, dampening)] if momentum != 0 else []
-    return chain(
+    opt = chain(
         *_coupled_decay(weight_decay), *momentum_part, scale_by_learning_rate(learning_rate)
     )
+    fused = sgd_inplace_step(
+        _lr_resolver(learning_rate),
+        coupled_decay=weight_decay != 0,
+        momentum=momentum != 0,
+        nesterov=nesterov,
+    )
+    return with_inplace_step(opt, fused)
 
 
 def _adam_checks(fn: str, learning_rate: Any, b1: float, b2: float, eps: float) -> None:
@@ -159,11 +168,18 @@ def adam(
     """
     _adam_checks("adam", learning_rate, b1, b2, eps)
     _check("adam", "weight_decay", weight_decay, 0.0)
-    return chain(
+    opt = chain(
         *_coupled_decay(weight_decay),
         scale_by_adam(b1, b2, eps, eps_root, amsgrad=amsgrad),
         scale_by_learning_rate(learning_rate),
     )
+    fused = adam_inplace_step(
+        _lr_resolver(learning_rate),
+        decoupled=False,
+        coupled_decay=weight_decay != 0,
+        amsgrad=amsgrad,
+    )
+    return with_inplace_step(opt, fused)
 
 
 def adamw(
@@ -202,11 +218,17 @@ def adamw(
     """
     _adam_checks("adamw", learning_rate, b1, b2, eps)
     _check("adamw", "weight_decay", weight_decay, 0.0)
-    return chain(
+    opt = chain(
         scale_by_adam(b1, b2, eps, eps_root, amsgrad=amsgrad),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )
+    if mask is not None:
+        return opt
+    fused = adam_inplace_step(
+        _lr_resolver(learning_rate), decoupled=True, coupled_decay=False, amsgrad=amsgrad
+    )
+    return with_inplace_step(opt, fused)
 
 
 def amsgrad(

@@ -200,9 +200,37 @@ def _scheduled(*names: str) -> dict[str, None]:
     return dict.fromkeys(names)
 
 
+def _plain_eager() -> bool:
+    """True outside ``torch.compile`` and outside torch.func transforms (``vmap``, ``grad``).
+
+    Only then may an update read a hyperparameter with ``.item()`` to pick a cheaper eager
+    kernel (a Python scalar); traced or batched code keeps everything as tensors.
+    """
+    return not torch.compiler.is_compiling() and not torch._C._functorch.peek_interpreter_stack()
+
+
 def _n(value: Tensor, n: int) -> list[Tensor]:
-    """``[value] * n``: a 0-d tensor as the ``weights`` list of ``torch._foreach_lerp_``."""
+    """``[value] * n``: a 0-d tensor as the list of scalars of a ``torch._foreach_*`` op."""
     return [value] * n
+
+
+def _lerp(starts: list[Tensor], ends: list[Tensor], weight: Tensor | list[Tensor]) -> list[Tensor]:
+    """``starts + weight * (ends - starts)`` leaf by leaf, with torch.lerp's rounding (a new list).
+
+    ``weight`` is a 0-d tensor (or one per leaf). Eagerly this is one ``torch._foreach_lerp``.
+    Under ``torch.compile`` inductor does not lower ``_foreach_lerp`` with tensor weights: it
+    calls the eager kernel into fresh buffers, which blocks fusing the whole optimizer step into
+    one pass. So the compiled path writes torch.lerp's formula out, which inductor fuses:
+    ``s + w * (e - s)`` for ``|w| < 0.5``, else ``e - (e - s) * (1 - w)``.
+    """
+    weights = weight if isinstance(weight, list) else [weight] * len(starts)
+    if not torch.compiler.is_compiling():
+        return list(torch._foreach_lerp(starts, ends, weights))
+    diff = torch._foreach_sub(ends, starts)
+    low = torch._foreach_add(starts, torch._foreach_mul(diff, weights))
+    high = torch._foreach_sub(ends, torch._foreach_mul(diff, [1 - w for w in weights]))
+    pick = zip(weights, low, high, strict=True)
+    return [torch.where(w.abs() < 0.5, lo, hi) for w, lo, hi in pick]
 
 
 def _is_spec(x: Any) -> bool:

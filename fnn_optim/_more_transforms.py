@@ -28,6 +28,7 @@ from fnn_optim._base import (
     _flatten,
     _hyper_dtype_device,
     _hyperparams,
+    _lerp,
     _n,
     _unflatten,
     _zero_count,
@@ -197,7 +198,7 @@ def scale_by_lion(b1: float = 0.9, b2: float = 0.99) -> GradientTransformation:
         del params, extra
         g, udef, mu = _updates_and("fnn_optim.scale_by_lion", updates, state.mu)
         h = state.hyperparams
-        out = list(torch._foreach_lerp(mu, g, _n(1 - h["b1"], len(g))))
+        out = _lerp(mu, g, 1 - h["b1"])
         torch._foreach_sign_(out)
         mu = _ema(mu, g, 1 - h["b2"])
         return _unflatten(udef, out), ScaleByLionState(state.count + 1, _unflatten(udef, mu), h)
@@ -502,14 +503,13 @@ def scale_by_novograd(
         g, udef, p = _with_params(where, updates, params)
         _, _, mu = _updates_and(where, updates, state.mu)
         h = state.hyperparams
-        n = len(g)
         first = state.count == 0
         zero = torch.zeros_like(h["b1"])
         b1 = torch.where(first, zero, h["b1"])
         b2 = torch.where(first, zero, h["b2"])
         norms = list(torch._foreach_norm(g))
         torch._foreach_mul_(norms, norms)
-        nu = list(torch._foreach_lerp(_tree.leaves(state.nu), norms, _n(1 - b2, n)))
+        nu = _lerp(_tree.leaves(state.nu), norms, 1 - b2)
         denom = list(torch._foreach_add(nu, h["eps_root"]))
         torch._foreach_sqrt_(denom)
         torch._foreach_add_(denom, h["eps"])
@@ -652,10 +652,8 @@ def scale_by_muon(
         mu_new = list(mu_all)
         if mats:
             gm = [g[i] for i in mats]
-            buf = list(
-                torch._foreach_lerp([mu_all[i] for i in mats], gm, _n(1 - h["beta"], len(gm)))
-            )
-            m = torch._foreach_lerp(gm, buf, _n(h["beta"], len(gm))) if nesterov else buf
+            buf = list(_lerp([mu_all[i] for i in mats], gm, 1 - h["beta"]))
+            m = _lerp(gm, buf, h["beta"]) if nesterov else buf
             for i, x, b in zip(mats, m, buf, strict=True):
                 o = _newton_schulz(x, coeffs, ns_steps, h["eps"], ns_dtype)
                 out[i] = o.to(g[i].dtype) * shape_factor(g[i].shape)

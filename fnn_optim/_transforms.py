@@ -34,7 +34,9 @@ from fnn_optim._base import (
     _hyper,
     _hyperparams,
     _is_schedule,
+    _lerp,
     _n,
+    _plain_eager,
     _resolve,
     _scheduled,
     _unflatten,
@@ -97,7 +99,7 @@ def _sqrt(x: list[Tensor]) -> list[Tensor]:
 
 def _ema(moments: list[Tensor], values: list[Tensor], one_minus_decay: Tensor) -> list[Tensor]:
     """``decay * moments + (1 - decay) * values`` (a new list; ``torch.lerp``, as torch.optim)."""
-    return list(torch._foreach_lerp(moments, values, _n(one_minus_decay, len(moments))))
+    return _lerp(moments, values, one_minus_decay)
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,7 +343,12 @@ def scale_by_adam(
         h = state.hyperparams
         count = state.count + 1
         mu = _ema(mu, g, 1 - h["b1"])
-        nu = _ema(_tree.leaves(state.nu), torch._foreach_mul(g, g), 1 - h["b2"])
+        compiling = not _plain_eager()
+        if compiling:  # inductor fuses the whole step into one pass whatever the formula
+            nu = _ema(_tree.leaves(state.nu), torch._foreach_mul(g, g), 1 - h["b2"])
+        else:  # torch.optim's formula: no g**2 buffer, one pass fewer over memory
+            nu = list(torch._foreach_mul(_tree.leaves(state.nu), h["b2"]))
+            torch._foreach_addcmul_(nu, g, g, value=(1 - h["b2"]).item())
         nu_max = None
         nu_hat = nu
         if amsgrad:
@@ -349,8 +356,11 @@ def scale_by_adam(
         bc1 = 1 - h["b1"] ** count
         bc2 = 1 - h["b2"] ** count
         # direction = mu / (sqrt(nu + eps_root * bc2) * (bc1 / sqrt(bc2)) + eps * bc1)
-        denom = list(torch._foreach_add(nu_hat, h["eps_root"] * bc2))
-        torch._foreach_sqrt_(denom)
+        if compiling or h["eps_root"].item() != 0:
+            denom = list(torch._foreach_add(nu_hat, h["eps_root"] * bc2))
+            torch._foreach_sqrt_(denom)
+        else:
+            denom = list(torch._foreach_sqrt(nu_hat))
         torch._foreach_mul_(denom, bc1 / bc2.sqrt())
         torch._foreach_add_(denom, h["eps"] * bc1)
         out = torch._foreach_div(mu, denom)

@@ -50,7 +50,7 @@ from fnn_optim._base import (
     _hyperparams,
     _is_schedule,
     _join,
-    _n,
+    _lerp,
     _owns_hyperparams,
     _resolve,
     _scheduled,
@@ -857,7 +857,7 @@ class MultiSteps(GradientTransformation):
                 for a in acc:
                     if a.dtype not in weights:
                         weights[a.dtype] = weight.to(a.dtype)
-                acc = list(torch._foreach_lerp(acc, g, [weights[a.dtype] for a in acc]))
+                acc = _lerp(acc, g, [weights[a.dtype] for a in acc])
             else:
                 acc = list(torch._foreach_add(acc, g))
             inner_updates, new_inner = inner_update(
@@ -1077,7 +1077,7 @@ def lookahead(
         sync = (count % k) == 0
         alpha = state.hyperparams["slow_step_size"]
         moved = list(torch._foreach_add(p, u))  # the fast weights after this step
-        synced = list(torch._foreach_lerp(s, moved, _n(alpha, len(s))))
+        synced = _lerp(s, moved, alpha)
         to_synced = list(torch._foreach_sub(synced, p))
         new_state = LookaheadState(
             count, _unflatten(sdef, _where_leaves(sync, synced, s)), fast_state, state.hyperparams

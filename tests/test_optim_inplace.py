@@ -1,0 +1,216 @@
+"""``fnn_optim.step_``: the in-place step equals the functional update and torch.optim's step.
+
+sgd, adam, adamw and amsgrad take torch's fused kernels (checked by counting the kernel calls);
+every other optimizer takes the functional update and copies the new state into the old tensors.
+Both must give, over 30 steps of a random problem, the parameters and the state of the
+functional ``update`` + ``apply_updates`` (float32 tolerance: the fused kernels round
+differently), leave the state object in place, and match ``torch.optim`` with ``fused=True``.
+"""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fnn
+import fnn_optim as optim
+from fnn.testing import assert_trees_all_close
+
+STEPS = 30
+
+
+def _problem(dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[dict, list[dict]]:
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+
+    params = {"b": rand(3), "s": rand(), "w": rand(4, 3)}
+    grads = [{k: rand(*v.shape) for k, v in params.items()} for _ in range(STEPS)]
+    return params, grads
+
+
+def _functional(opt: optim.GradientTransformation, params: dict, grads: list[dict]):
+    params = {k: v.clone() for k, v in params.items()}
+    state = opt.init(params)
+    for g in grads:
+        updates, state = opt.update(g, state, params)
+        params = optim.apply_updates(params, updates)
+    return params, state
+
+
+def _inplace(opt: optim.GradientTransformation, params: dict, grads: list[dict]):
+    params = {k: v.clone() for k, v in params.items()}
+    state = opt.init(params)
+    first = state
+    leaves = [id(t) for t in fnn.tree.leaves(state)]
+    for g in grads:
+        state = optim.step_(opt, g, state, params)
+    assert state is first, "step_ must return the state it was given"
+    assert [id(t) for t in fnn.tree.leaves(state)] == leaves, "the state's tensors were replaced"
+    return params, state
+
+
+def _check_matches_functional(opt, dtype=torch.float32, seed=0):
+    params, grads = _problem(dtype, seed)
+    want_p, want_s = _functional(opt, params, grads)
+    got_p, got_s = _inplace(opt, params, grads)
+    tol = dict(rtol=2e-5, atol=2e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    assert_trees_all_close(got_p, want_p, **tol)
+    assert_trees_all_close(got_s, want_s, **tol)
+
+
+FUSED = {
+    "sgd": lambda lr: optim.sgd(lr),
+    "sgd momentum": lambda lr: optim.sgd(lr, momentum=0.9),
+    "sgd nesterov + decay": lambda lr: optim.sgd(lr, momentum=0.8, nesterov=True, weight_decay=0.1),
+    "sgd dampening": lambda lr: optim.sgd(lr, momentum=0.7, dampening=0.3),
+    "adam": lambda lr: optim.adam(lr),
+    "adam coupled decay": lambda lr: optim.adam(lr, weight_decay=0.05),
+    "amsgrad": lambda lr: optim.amsgrad(lr, b2=0.99),
+    "adamw": lambda lr: optim.adamw(lr, weight_decay=0.1),
+    "adamw amsgrad": lambda lr: optim.adamw(lr, amsgrad=True),
+}
+KERNELS = {"sgd": "_fused_sgd_", "ada": "_fused_adam_", "ams": "_fused_adam_"}
+
+
+def _kernel(name: str) -> str:
+    return "_fused_adamw_" if name.startswith("adamw") else KERNELS[name[:3]]
+
+
+@pytest.mark.parametrize("name", sorted(FUSED))
+@pytest.mark.parametrize("schedule", [False, True], ids=["constant lr", "scheduled lr"])
+def test_fused_step_equals_the_functional_update(name, schedule):
+    lr = optim.warmup_cosine_decay_schedule(0.0, 0.05, 5, STEPS) if schedule else 0.02
+    opt = FUSED[name](lr)
+    kernel = _kernel(name)
+    real = getattr(torch, kernel)
+    with mock.patch.object(torch, kernel, side_effect=real) as spy:
+        _check_matches_functional(opt)
+    assert spy.call_count == STEPS
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd momentum"])
+def test_fused_step_groups_leaves_by_dtype(name):
+    params, grads = _problem(torch.float64)
+    params["w"], grads = params["w"].float(), [{**g, "w": g["w"].float()} for g in grads]
+    opt = FUSED[name](0.01)
+    want_p, want_s = _functional(opt, params, grads)
+    got_p, got_s = _inplace(opt, params, grads)
+    assert got_p["w"].dtype == torch.float32 and got_p["b"].dtype == torch.float64
+    assert_trees_all_close(got_p, want_p, rtol=2e-5, atol=2e-6)
+    assert_trees_all_close(got_s, want_s, rtol=2e-5, atol=2e-6)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    lr=st.floats(1e-4, 0.1),
+    b1=st.floats(0.0, 0.95),
+    b2=st.floats(0.9, 0.9999),
+    wd=st.floats(0.0, 0.2),
+    seed=st.integers(0, 10),
+)
+def test_fused_adamw_matches_torch_fused(lr, b1, b2, wd, seed):
+    params, grads = _problem(torch.float32, seed)
+    got_p, _ = _inplace(optim.adamw(lr, b1, b2, weight_decay=wd), params, grads)
+    tp = [v.clone().requires_grad_() for v in params.values()]
+    topt = torch.optim.AdamW(tp, lr=lr, betas=(b1, b2), weight_decay=wd, fused=True)
+    for g in grads:
+        for p, gv in zip(tp, g.values(), strict=True):
+            p.grad = gv.clone()
+        topt.step()
+    want = dict(zip(params, [p.detach() for p in tp], strict=True))
+    assert_trees_all_close(got_p, want, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    lr=st.floats(1e-4, 0.1),
+    momentum=st.floats(0.0, 0.95),
+    nesterov=st.booleans(),
+    wd=st.floats(0.0, 0.2),
+)
+def test_fused_sgd_matches_torch_fused(lr, momentum, nesterov, wd):
+    nesterov = nesterov and momentum > 0
+    params, grads = _problem(torch.float32)
+    got_p, _ = _inplace(optim.sgd(lr, momentum, 0.0, nesterov, wd), params, grads)
+    tp = [v.clone().requires_grad_() for v in params.values()]
+    topt = torch.optim.SGD(
+        tp, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=wd, fused=True
+    )
+    for g in grads:
+        for p, gv in zip(tp, g.values(), strict=True):
+            p.grad = gv.clone()
+        topt.step()
+    want = dict(zip(params, [p.detach() for p in tp], strict=True))
+    assert_trees_all_close(got_p, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: optim.rmsprop(0.01, momentum=0.5, centered=True),
+        lambda: optim.lion(0.01),
+        lambda: optim.adam(0.01, eps_root=1e-8),  # no fused kernel has eps_root
+        lambda: optim.adamw(0.01, mask={"b": False, "s": True, "w": True}),
+        lambda: optim.chain(optim.clip_by_global_norm(1.0), optim.adam(0.01)),
+    ],
+    ids=["rmsprop", "lion", "adam eps_root", "adamw mask", "clipped adam"],
+)
+def test_other_optimizers_step_in_place_through_the_functional_update(make):
+    with mock.patch.object(torch, "_fused_adam_") as fused_adam:
+        with mock.patch.object(torch, "_fused_adamw_") as fused_adamw:
+            _check_matches_functional(make())
+    assert fused_adam.call_count == fused_adamw.call_count == 0
+
+
+def test_step_in_float64_is_as_exact_as_the_functional_update():
+    _check_matches_functional(optim.rmsprop(0.01), dtype=torch.float64)
+
+
+def test_step_writes_parameters_that_require_grad():
+    params, grads = _problem()
+    params = {k: torch.nn.Parameter(v) for k, v in params.items()}
+    opt = optim.adam(0.1)
+    state = optim.step_(opt, grads[0], opt.init(params), params)
+    assert all(p.requires_grad and p.grad_fn is None for p in params.values())
+    assert int(state[0].count) == 1
+
+
+def test_step_under_compile_takes_the_functional_path():
+    params, grads = _problem()
+    opt = optim.adam(0.05)
+    want_p, _ = _functional(opt, params, grads[:3])
+
+    @torch.compile(backend="aot_eager", fullgraph=True)
+    def step(g, state, params):
+        return optim.step_(opt, g, state, params)
+
+    params = {k: v.clone() for k, v in params.items()}
+    state = opt.init(params)
+    for g in grads[:3]:
+        state = step(g, state, params)
+    assert_trees_all_close(params, want_p, rtol=1e-6, atol=1e-7)
+    assert int(state[0].count) == 3
+
+
+def test_mismatched_gradients_are_refused_with_the_path():
+    params, grads = _problem()
+    opt = optim.adam(0.1)
+    state = opt.init(params)
+    with pytest.raises(ValueError, match=r"fnn_optim\.step_"):
+        optim.step_(opt, {"b": grads[0]["b"], "w": grads[0]["w"]}, state, params)
+    with pytest.raises(ValueError, match="fnn_optim"):
+        optim.step_(
+            optim.rmsprop(0.1), {"b": grads[0]["b"]}, optim.rmsprop(0.1).init(params), params
+        )
+
+
+def test_momentum_that_rounds_to_zero_takes_the_functional_path():
+    # 1e-300 is not 0 for sgd(), so the chain keeps a trace, but float32 stores it as 0: the fused
+    # kernel would then refuse the buffers; the functional path keeps (1 - dampening) * g.
+    _check_matches_functional(optim.sgd(0.05, momentum=1e-300, dampening=0.5))
