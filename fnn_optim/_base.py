@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from fnn import tree as _tree
+from fnn_optim import _foreach as _fe
 
 __all__ = [
     "EmptyState",
@@ -225,10 +226,10 @@ def _lerp(starts: list[Tensor], ends: list[Tensor], weight: Tensor | list[Tensor
     """
     weights = weight if isinstance(weight, list) else [weight] * len(starts)
     if not torch.compiler.is_compiling():
-        return list(torch._foreach_lerp(starts, ends, weights))
-    diff = torch._foreach_sub(ends, starts)
-    low = torch._foreach_add(starts, torch._foreach_mul(diff, weights))
-    high = torch._foreach_sub(ends, torch._foreach_mul(diff, [1 - w for w in weights]))
+        return list(_fe.lerp(starts, ends, weights))
+    diff = _fe.sub(ends, starts)
+    low = _fe.add(starts, _fe.mul(diff, weights))
+    high = _fe.sub(ends, _fe.mul(diff, [1 - w for w in weights]))
     pick = zip(weights, low, high, strict=True)
     return [torch.where(w.abs() < 0.5, lo, hi) for w, lo, hi in pick]
 
@@ -444,7 +445,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     p, treedef = _tree.flatten(params)
     u, udef = _tree.flatten(updates)
     _check_tree("fnn_optim.apply_updates", udef, treedef, names=("the updates", "the params"))
-    out = list(torch._foreach_add(p, u))
+    out = list(_fe.add(p, u))
     if any(o.dtype != x.dtype for o, x in zip(out, p, strict=True)):
         out = [o if o.dtype == x.dtype else o.to(x.dtype) for o, x in zip(out, p, strict=True)]
     return _tree.unflatten(treedef, out)
@@ -471,7 +472,7 @@ def apply_updates_(params: Params, updates: Updates) -> Params:
     u, udef = _tree.flatten(updates)
     _check_tree("fnn_optim.apply_updates_", udef, treedef, names=("the updates", "the params"))
     with torch.no_grad():
-        torch._foreach_add_(p, u)
+        _fe.add_(p, u)
     return params
 
 

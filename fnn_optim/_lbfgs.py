@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from fnn import tree as _tree
+from fnn_optim import _foreach as _fe
 from fnn_optim._base import (
     GradientTransformation,
     Params,
@@ -585,11 +586,11 @@ def scale_by_backtracking_linesearch(
             _check_tree(where, gdef, udef, names=("`grad`", "the updates"))
             f0 = value
         f0 = torch.as_tensor(f0).detach()
-        slope = torch.stack([x.sum() for x in torch._foreach_mul(list(g0), u)]).sum()
+        slope = torch.stack([x.sum() for x in _fe.mul(list(g0), u)]).sum()
         compiling = torch.compiler.is_compiling()
 
         def trial(t: Tensor) -> Tensor:
-            moved = torch._foreach_add(p, torch._foreach_mul(u, t))
+            moved = _fe.add(p, _fe.mul(u, t))
             return value_fn(_unflatten(udef, list(moved))).detach()
 
         steps = [h["decrease_factor"] ** k for k in range(max_backtracking_steps)]
@@ -605,7 +606,7 @@ def scale_by_backtracking_linesearch(
                     step = t
                     break
         step = step.to(h["slope_rtol"].dtype)
-        out = torch._foreach_mul(u, step)
+        out = _fe.mul(u, step)
         return _unflatten(udef, out), ScaleByBacktrackingLinesearchState(step, h)
 
     return GradientTransformation(init, update)

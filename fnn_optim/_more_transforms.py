@@ -19,6 +19,7 @@ from torch import Tensor
 
 from fnn import random as _random
 from fnn import tree as _tree
+from fnn_optim import _foreach as _fe
 from fnn_optim._base import (
     EmptyState,
     GradientTransformation,
@@ -87,7 +88,7 @@ def _selected(where: str, mask: Any, params: Params, n: int) -> list[int]:
 
 def _norms(xs: list[Tensor]) -> Tensor:
     """The L2 norm of each tensor of ``xs`` (one ``torch._foreach_norm``), stacked: ``(len,)``."""
-    norms = torch._foreach_norm(xs)
+    norms = _fe.norm(xs)
     dtype = norms[0].dtype
     return torch.stack([x.to(dtype) for x in norms])
 
@@ -151,14 +152,14 @@ def scale_by_belief(
         h = state.hyperparams
         count = state.count + 1
         mu = _ema(mu, g, 1 - h["b1"])
-        err = torch._foreach_sub(g, mu)
-        nu = _ema(_tree.leaves(state.nu), torch._foreach_mul(err, err), 1 - h["b2"])
-        torch._foreach_add_(nu, h["eps_root"])
-        denom = list(torch._foreach_div(nu, 1 - h["b2"] ** count))
-        torch._foreach_sqrt_(denom)
-        torch._foreach_add_(denom, h["eps"])
-        out = list(torch._foreach_div(mu, 1 - h["b1"] ** count))
-        torch._foreach_div_(out, denom)
+        err = _fe.sub(g, mu)
+        nu = _ema(_tree.leaves(state.nu), _fe.mul(err, err), 1 - h["b2"])
+        _fe.add_(nu, h["eps_root"])
+        denom = list(_fe.div(nu, 1 - h["b2"] ** count))
+        _fe.sqrt_(denom)
+        _fe.add_(denom, h["eps"])
+        out = list(_fe.div(mu, 1 - h["b1"] ** count))
+        _fe.div_(out, denom)
         new_state = ScaleByBeliefState(count, _unflatten(udef, mu), _unflatten(udef, nu), h)
         return _unflatten(udef, out), new_state
 
@@ -199,7 +200,7 @@ def scale_by_lion(b1: float = 0.9, b2: float = 0.99) -> GradientTransformation:
         g, udef, mu = _updates_and("fnn_optim.scale_by_lion", updates, state.mu)
         h = state.hyperparams
         out = _lerp(mu, g, 1 - h["b1"])
-        torch._foreach_sign_(out)
+        _fe.sign_(out)
         mu = _ema(mu, g, 1 - h["b2"])
         return _unflatten(udef, out), ScaleByLionState(state.count + 1, _unflatten(udef, mu), h)
 
@@ -266,7 +267,7 @@ def scale_by_trust_ratio(
         ratio = h["trust_coefficient"] * p_norm / (u_norm + h["eps"])
         ratio = torch.where((p_norm == 0) | (u_norm == 0), torch.ones_like(ratio), ratio)
         out = list(u)
-        for i, x in zip(idx, torch._foreach_mul(us, list(ratio.unbind())), strict=True):
+        for i, x in zip(idx, _fe.mul(us, list(ratio.unbind())), strict=True):
             out[i] = x
         return _unflatten(udef, out), state
 
@@ -308,7 +309,7 @@ def scale_by_param_block_rms(min_scale: float = 1e-3) -> GradientTransformation:
         if not u:
             return updates, state
         factor = torch.clamp_min(_rms(p), state.hyperparams["min_scale"])
-        return _unflatten(udef, torch._foreach_mul(u, list(factor.unbind()))), state
+        return _unflatten(udef, _fe.mul(u, list(factor.unbind()))), state
 
     return GradientTransformation(init, update)
 
@@ -507,16 +508,16 @@ def scale_by_novograd(
         zero = torch.zeros_like(h["b1"])
         b1 = torch.where(first, zero, h["b1"])
         b2 = torch.where(first, zero, h["b2"])
-        norms = list(torch._foreach_norm(g))
-        torch._foreach_mul_(norms, norms)
+        norms = list(_fe.norm(g))
+        _fe.mul_(norms, norms)
         nu = _lerp(_tree.leaves(state.nu), norms, 1 - b2)
-        denom = list(torch._foreach_add(nu, h["eps_root"]))
-        torch._foreach_sqrt_(denom)
-        torch._foreach_add_(denom, h["eps"])
-        a = list(torch._foreach_div(g, denom))
-        torch._foreach_add_(a, torch._foreach_mul(p, h["weight_decay"]))
-        mu = list(torch._foreach_mul(mu, b1))
-        torch._foreach_add_(mu, a)
+        denom = list(_fe.add(nu, h["eps_root"]))
+        _fe.sqrt_(denom)
+        _fe.add_(denom, h["eps"])
+        a = list(_fe.div(g, denom))
+        _fe.add_(a, _fe.mul(p, h["weight_decay"]))
+        mu = list(_fe.mul(mu, b1))
+        _fe.add_(mu, a)
         new_state = ScaleByNovogradState(
             state.count + 1, _unflatten(udef, mu), _unflatten(udef, nu), h
         )
@@ -708,7 +709,7 @@ def ema(decay: float, debias: bool = True) -> GradientTransformation:
         h = state.hyperparams
         count = state.count + 1
         acc = _ema(acc, g, 1 - h["decay"])
-        out = torch._foreach_div(acc, 1 - h["decay"] ** count) if debias else acc
+        out = _fe.div(acc, 1 - h["decay"] ** count) if debias else acc
         return _unflatten(udef, out), EmaState(count, _unflatten(udef, acc), h)
 
     return GradientTransformation(init, update)
@@ -777,8 +778,8 @@ def clip(max_delta: float) -> GradientTransformation:
         del params, extra
         u, udef = _flatten(updates)
         delta = state.hyperparams["max_delta"]
-        out = list(torch._foreach_maximum(u, _n(-delta, len(u))))
-        torch._foreach_minimum_(out, _n(delta, len(u)))
+        out = list(_fe.maximum(u, _n(-delta, len(u))))
+        _fe.minimum_(out, _n(delta, len(u)))
         return _unflatten(udef, out), state
 
     return GradientTransformation(init, update)
@@ -820,7 +821,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         bound = state.hyperparams["max_norm"]
         norm = torch.linalg.vector_norm(_norms(u))
         factor = torch.where(norm < bound, torch.ones_like(norm), bound / norm)
-        return _unflatten(udef, torch._foreach_mul(u, factor)), state
+        return _unflatten(udef, _fe.mul(u, factor)), state
 
     return GradientTransformation(init, update)
 
@@ -857,7 +858,7 @@ def clip_by_block_rms(threshold: float) -> GradientTransformation:
         if not u:
             return updates, state
         denom = torch.clamp_min(_rms(u) / state.hyperparams["threshold"], 1.0)
-        return _unflatten(udef, torch._foreach_div(u, list(denom.unbind()))), state
+        return _unflatten(udef, _fe.div(u, list(denom.unbind()))), state
 
     return GradientTransformation(init, update)
 
@@ -1018,7 +1019,7 @@ def add_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0) -> Gradient
             noise = [
                 _random.normal(leaf_keys[i], tuple(x.shape), dtype=x.dtype) for i, x in enumerate(u)
             ]
-            out = list(torch._foreach_add(u, torch._foreach_mul(noise, std)))
+            out = list(_fe.add(u, _fe.mul(noise, std)))
         return _unflatten(udef, out), AddNoiseState(count, rng_key, h)
 
     return GradientTransformation(init, update)

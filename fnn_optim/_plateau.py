@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from fnn_optim import _foreach as _fe
 from fnn_optim._base import (
     GradientTransformation,
     Params,
@@ -236,6 +237,6 @@ def reduce_on_plateau(
             hyperparams=dict(hp),
         )
         u, udef = _flatten(updates)
-        return _unflatten(udef, torch._foreach_mul(u, state.scale)), new_state
+        return _unflatten(udef, _fe.mul(u, state.scale)), new_state
 
     return GradientTransformation(init, update)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from fnn import tree as _tree
+from fnn_optim import _foreach as _fe
 from fnn_optim._base import (
     GradientTransformation,
     Params,
@@ -94,7 +95,7 @@ def _need_params(where: str, params: Params | None) -> None:
 
 
 def _sqrt(x: list[Tensor]) -> list[Tensor]:
-    return list(torch._foreach_sqrt(x))
+    return list(_fe.sqrt(x))
 
 
 def _ema(moments: list[Tensor], values: list[Tensor], one_minus_decay: Tensor) -> list[Tensor]:
@@ -131,7 +132,7 @@ def scale(step_size: float | Tensor) -> GradientTransformation:
     ) -> tuple[Updates, ScaleState]:
         del params, extra
         u, udef = _flatten(updates)
-        return _unflatten(udef, torch._foreach_mul(u, state.hyperparams["step_size"])), state
+        return _unflatten(udef, _fe.mul(u, state.hyperparams["step_size"])), state
 
     return GradientTransformation(init, update)
 
@@ -188,7 +189,7 @@ def scale_by_learning_rate(
         del params, extra
         lr = _resolve(learning_rate, state.count, state.hyperparams["learning_rate"])
         u, udef = _flatten(updates)
-        out = torch._foreach_mul(u, -lr if flip_sign else lr)
+        out = _fe.mul(u, -lr if flip_sign else lr)
         new_state = ScaleByLearningRateState(
             state.count + 1, {"learning_rate": lr}, dict(scheduled)
         )
@@ -237,7 +238,7 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
         new_state = ScaleByScheduleState(
             state.count + 1, {"step_size": value}, _scheduled("step_size")
         )
-        return _unflatten(udef, torch._foreach_mul(u, value)), new_state
+        return _unflatten(udef, _fe.mul(u, value)), new_state
 
     return GradientTransformation(init, update)
 
@@ -273,7 +274,7 @@ def scale_by_time_decay(lr_decay: float | Tensor) -> GradientTransformation:
         decay = state.hyperparams["lr_decay"]
         factor = 1.0 / (1.0 + state.count * decay)
         u, udef = _flatten(updates)
-        out = torch._foreach_mul(u, factor)
+        out = _fe.mul(u, factor)
         return _unflatten(udef, out), ScaleByTimeDecayState(state.count + 1, state.hyperparams)
 
     return GradientTransformation(init, update)
@@ -345,25 +346,25 @@ def scale_by_adam(
         mu = _ema(mu, g, 1 - h["b1"])
         compiling = not _plain_eager()
         if compiling:  # inductor fuses the whole step into one pass whatever the formula
-            nu = _ema(_tree.leaves(state.nu), torch._foreach_mul(g, g), 1 - h["b2"])
+            nu = _ema(_tree.leaves(state.nu), _fe.mul(g, g), 1 - h["b2"])
         else:  # torch.optim's formula: no g**2 buffer, one pass fewer over memory
-            nu = list(torch._foreach_mul(_tree.leaves(state.nu), h["b2"]))
-            torch._foreach_addcmul_(nu, g, g, value=(1 - h["b2"]).item())
+            nu = list(_fe.mul(_tree.leaves(state.nu), h["b2"]))
+            _fe.addcmul_(nu, g, g, value=(1 - h["b2"]).item())
         nu_max = None
         nu_hat = nu
         if amsgrad:
-            nu_hat = nu_max = list(torch._foreach_maximum(_tree.leaves(state.nu_max), nu))
+            nu_hat = nu_max = list(_fe.maximum(_tree.leaves(state.nu_max), nu))
         bc1 = 1 - h["b1"] ** count
         bc2 = 1 - h["b2"] ** count
         # direction = mu / (sqrt(nu + eps_root * bc2) * (bc1 / sqrt(bc2)) + eps * bc1)
         if compiling or h["eps_root"].item() != 0:
-            denom = list(torch._foreach_add(nu_hat, h["eps_root"] * bc2))
-            torch._foreach_sqrt_(denom)
+            denom = list(_fe.add(nu_hat, h["eps_root"] * bc2))
+            _fe.sqrt_(denom)
         else:
-            denom = list(torch._foreach_sqrt(nu_hat))
-        torch._foreach_mul_(denom, bc1 / bc2.sqrt())
-        torch._foreach_add_(denom, h["eps"] * bc1)
-        out = torch._foreach_div(mu, denom)
+            denom = list(_fe.sqrt(nu_hat))
+        _fe.mul_(denom, bc1 / bc2.sqrt())
+        _fe.add_(denom, h["eps"] * bc1)
+        out = _fe.div(mu, denom)
         new_state = ScaleByAdamState(
             count,
             _unflatten(udef, mu),
@@ -422,12 +423,12 @@ def scale_by_adamax(
         h = state.hyperparams
         count = state.count + 1
         mu = _ema(mu, g, 1 - h["b1"])
-        abs_g = list(torch._foreach_abs(g))
-        torch._foreach_add_(abs_g, h["eps"])
-        nu = list(torch._foreach_mul(_tree.leaves(state.nu), h["b2"]))
-        torch._foreach_maximum_(nu, abs_g)
-        denom = torch._foreach_mul(nu, 1 - h["b1"] ** count)
-        out = torch._foreach_div(mu, denom)
+        abs_g = list(_fe.abs(g))
+        _fe.add_(abs_g, h["eps"])
+        nu = list(_fe.mul(_tree.leaves(state.nu), h["b2"]))
+        _fe.maximum_(nu, abs_g)
+        denom = _fe.mul(nu, 1 - h["b1"] ** count)
+        out = _fe.div(mu, denom)
         new_state = ScaleByAdamaxState(count, _unflatten(udef, mu), _unflatten(udef, nu), h)
         return _unflatten(udef, out), new_state
 
@@ -486,7 +487,7 @@ def scale_by_radam(
         count = state.count + 1
         b2 = h["b2"]
         mu = _ema(mu, g, 1 - h["b1"])
-        nu = _ema(_tree.leaves(state.nu), torch._foreach_mul(g, g), 1 - b2)
+        nu = _ema(_tree.leaves(state.nu), _fe.mul(g, g), 1 - b2)
         bc1 = 1 - h["b1"] ** count
         b2_t = b2**count
         bc2 = 1 - b2_t
@@ -498,12 +499,12 @@ def scale_by_radam(
         on = rectify.to(bc1.dtype)
         # denom = sqrt(nu) + eps when rectifying, 1 otherwise (on is 0 or 1).
         denom = _sqrt(nu)
-        torch._foreach_add_(denom, h["eps"])
-        torch._foreach_mul_(denom, on)
-        torch._foreach_add_(denom, 1 - on)
+        _fe.add_(denom, h["eps"])
+        _fe.mul_(denom, on)
+        _fe.add_(denom, 1 - on)
         coef = torch.where(rectify, rect * bc2.sqrt(), torch.ones_like(rect)) / bc1
-        out = torch._foreach_div(mu, denom)
-        torch._foreach_mul_(out, coef)
+        out = _fe.div(mu, denom)
+        _fe.mul_(out, coef)
         new_state = ScaleByRAdamState(count, _unflatten(udef, mu), _unflatten(udef, nu), h)
         return _unflatten(udef, out), new_state
 
@@ -558,18 +559,18 @@ def scale_by_nadam(
         b1, psi = h["b1"], h["momentum_decay"]
         count = state.count + 1
         mu = _ema(mu, g, 1 - b1)
-        nu = _ema(_tree.leaves(state.nu), torch._foreach_mul(g, g), 1 - h["b2"])
+        nu = _ema(_tree.leaves(state.nu), _fe.mul(g, g), 1 - h["b2"])
         m_t = b1 * (1.0 - 0.5 * 0.96 ** (count * psi))
         m_next = b1 * (1.0 - 0.5 * 0.96 ** ((count + 1) * psi))
         mu_product = state.mu_product * m_t
         c_grad = (1.0 - m_t) / (1.0 - mu_product)
         c_mu = m_next / (1.0 - mu_product * m_next)
         denom = _sqrt(nu)
-        torch._foreach_div_(denom, (1 - h["b2"] ** count).sqrt())
-        torch._foreach_add_(denom, h["eps"])
-        out = list(torch._foreach_mul(g, c_grad))
-        torch._foreach_add_(out, torch._foreach_mul(mu, c_mu))
-        torch._foreach_div_(out, denom)
+        _fe.div_(denom, (1 - h["b2"] ** count).sqrt())
+        _fe.add_(denom, h["eps"])
+        out = list(_fe.mul(g, c_grad))
+        _fe.add_(out, _fe.mul(mu, c_mu))
+        _fe.div_(out, denom)
         new_state = ScaleByNadamState(
             count, _unflatten(udef, mu), _unflatten(udef, nu), mu_product, h
         )
@@ -623,14 +624,14 @@ def scale_by_rms(
         del params, extra
         g, udef, nu = _updates_and("fnn_optim.scale_by_rms", updates, state.nu)
         h = state.hyperparams
-        nu = _ema(nu, torch._foreach_mul(g, g), 1 - h["decay"])
+        nu = _ema(nu, _fe.mul(g, g), 1 - h["decay"])
         if eps_in_sqrt:
-            denom = list(torch._foreach_add(nu, h["eps"]))
-            torch._foreach_sqrt_(denom)
+            denom = list(_fe.add(nu, h["eps"]))
+            _fe.sqrt_(denom)
         else:
             denom = _sqrt(nu)
-            torch._foreach_add_(denom, h["eps"])
-        out = torch._foreach_div(g, denom)
+            _fe.add_(denom, h["eps"])
+        out = _fe.div(g, denom)
         return _unflatten(udef, out), ScaleByRmsState(_unflatten(udef, nu), h)
 
     return GradientTransformation(init, update)
@@ -678,17 +679,17 @@ def scale_by_stddev(
         g, udef, mu = _updates_and("fnn_optim.scale_by_stddev", updates, state.mu)
         h = state.hyperparams
         mu = _ema(mu, g, 1 - h["decay"])
-        nu = _ema(_tree.leaves(state.nu), torch._foreach_mul(g, g), 1 - h["decay"])
-        var = list(torch._foreach_mul(mu, mu))
-        torch._foreach_neg_(var)
-        torch._foreach_add_(var, nu)
+        nu = _ema(_tree.leaves(state.nu), _fe.mul(g, g), 1 - h["decay"])
+        var = list(_fe.mul(mu, mu))
+        _fe.neg_(var)
+        _fe.add_(var, nu)
         if eps_in_sqrt:
-            torch._foreach_add_(var, h["eps"])
-            torch._foreach_sqrt_(var)
+            _fe.add_(var, h["eps"])
+            _fe.sqrt_(var)
         else:
-            torch._foreach_sqrt_(var)
-            torch._foreach_add_(var, h["eps"])
-        out = torch._foreach_div(g, var)
+            _fe.sqrt_(var)
+            _fe.add_(var, h["eps"])
+        out = _fe.div(g, var)
         new_state = ScaleByRStdDevState(_unflatten(udef, mu), _unflatten(udef, nu), h)
         return _unflatten(udef, out), new_state
 
@@ -732,14 +733,14 @@ def scale_by_rss(
         del params, extra
         g, udef, acc = _updates_and("fnn_optim.scale_by_rss", updates, state.sum_of_squares)
         eps = state.hyperparams["eps"]
-        acc = list(torch._foreach_add(acc, torch._foreach_mul(g, g)))
+        acc = list(_fe.add(acc, _fe.mul(g, g)))
         if eps_in_sqrt:
-            denom = list(torch._foreach_add(acc, eps))
-            torch._foreach_sqrt_(denom)
+            denom = list(_fe.add(acc, eps))
+            _fe.sqrt_(denom)
         else:
             denom = _sqrt(acc)
-            torch._foreach_add_(denom, eps)
-        out = torch._foreach_div(g, denom)
+            _fe.add_(denom, eps)
+        out = _fe.div(g, denom)
         return _unflatten(udef, out), ScaleByRssState(_unflatten(udef, acc), state.hyperparams)
 
     return GradientTransformation(init, update)
@@ -779,15 +780,15 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
         del params, extra
         g, udef, e_g = _updates_and("fnn_optim.scale_by_adadelta", updates, state.e_g)
         h = state.hyperparams
-        e_g = _ema(e_g, torch._foreach_mul(g, g), 1 - h["rho"])
+        e_g = _ema(e_g, _fe.mul(g, g), 1 - h["rho"])
         e_x = _tree.leaves(state.e_x)
-        std = list(torch._foreach_add(e_g, h["eps"]))
-        torch._foreach_sqrt_(std)
-        delta = list(torch._foreach_add(e_x, h["eps"]))
-        torch._foreach_sqrt_(delta)
-        torch._foreach_div_(delta, std)
-        torch._foreach_mul_(delta, g)
-        e_x = _ema(e_x, torch._foreach_mul(delta, delta), 1 - h["rho"])
+        std = list(_fe.add(e_g, h["eps"]))
+        _fe.sqrt_(std)
+        delta = list(_fe.add(e_x, h["eps"]))
+        _fe.sqrt_(delta)
+        _fe.div_(delta, std)
+        _fe.mul_(delta, g)
+        e_x = _ema(e_x, _fe.mul(delta, delta), 1 - h["rho"])
         new_state = ScaleByAdaDeltaState(_unflatten(udef, e_g), _unflatten(udef, e_x), h)
         return _unflatten(udef, delta), new_state
 
@@ -849,11 +850,11 @@ def trace(decay: float, nesterov: bool = False, dampening: float = 0.0) -> Gradi
         m = h["momentum"]
         # The buffer starts at zero, so the first update (coefficient 1) sets it to g.
         coef = torch.where(state.count == 0, torch.ones_like(m), 1 - h["dampening"])
-        buf = list(torch._foreach_mul(buf, m))
-        torch._foreach_add_(buf, torch._foreach_mul(g, coef))
+        buf = list(_fe.mul(buf, m))
+        _fe.add_(buf, _fe.mul(g, coef))
         if nesterov:
-            out = list(torch._foreach_mul(buf, m))
-            torch._foreach_add_(out, g)
+            out = list(_fe.mul(buf, m))
+            _fe.add_(out, g)
         else:
             out = buf
         return _unflatten(udef, out), TraceState(state.count + 1, _unflatten(udef, buf), h)
@@ -904,8 +905,8 @@ def add_decayed_weights(
         _check_tree(where, udef, pdef, names=("the updates", "the params"))
         wd = state.hyperparams["weight_decay"]
         if mask is None:
-            out = list(torch._foreach_mul(p, wd))
-            torch._foreach_add_(out, u)
+            out = list(_fe.mul(p, wd))
+            _fe.add_(out, u)
             return _unflatten(udef, out), state
         m = mask(params) if callable(mask) else mask
         flags, mdef = _flatten(m)
@@ -913,8 +914,8 @@ def add_decayed_weights(
         idx = [i for i, f in enumerate(flags) if f]
         out = list(u)
         if idx:
-            decayed = list(torch._foreach_mul([p[i] for i in idx], wd))
-            torch._foreach_add_(decayed, [u[i] for i in idx])
+            decayed = list(_fe.mul([p[i] for i in idx], wd))
+            _fe.add_(decayed, [u[i] for i in idx])
             for i, d in zip(idx, decayed, strict=True):
                 out[i] = d
         return _unflatten(udef, out), state
@@ -987,23 +988,23 @@ def scale_by_rprop(
         g, udef, prev = _updates_and("fnn_optim.scale_by_rprop", updates, state.prev)
         h = state.hyperparams
         n = len(g)
-        s = list(torch._foreach_mul(g, prev))
-        torch._foreach_sign_(s)
+        s = list(_fe.mul(g, prev))
+        _fe.sign_(s)
         # factor = 1 + [s > 0] (eta_plus - 1) + [s < 0] (eta_minus - 1), with s in {-1, 0, 1}.
-        pos = list(torch._foreach_clamp_min(s, 0.0))  # 1 where s > 0
-        neg = list(torch._foreach_clamp_max(s, 0.0))  # -1 where s < 0
-        torch._foreach_mul_(pos, h["eta_plus"] - 1)
-        factor = list(torch._foreach_mul(neg, 1 - h["eta_minus"]))
-        torch._foreach_add_(factor, pos)
-        torch._foreach_add_(factor, 1.0)
-        steps = list(torch._foreach_mul(_tree.leaves(state.step_sizes), factor))
-        torch._foreach_maximum_(steps, _n(h["min_step_size"], n))
-        torch._foreach_minimum_(steps, _n(h["max_step_size"], n))
-        torch._foreach_add_(neg, 1.0)  # 0 where s < 0, else 1
-        new_prev = list(torch._foreach_mul(g, neg))
-        out = list(torch._foreach_sign(new_prev))
-        torch._foreach_mul_(out, steps)
-        torch._foreach_neg_(out)
+        pos = list(_fe.clamp_min(s, 0.0))  # 1 where s > 0
+        neg = list(_fe.clamp_max(s, 0.0))  # -1 where s < 0
+        _fe.mul_(pos, h["eta_plus"] - 1)
+        factor = list(_fe.mul(neg, 1 - h["eta_minus"]))
+        _fe.add_(factor, pos)
+        _fe.add_(factor, 1.0)
+        steps = list(_fe.mul(_tree.leaves(state.step_sizes), factor))
+        _fe.maximum_(steps, _n(h["min_step_size"], n))
+        _fe.minimum_(steps, _n(h["max_step_size"], n))
+        _fe.add_(neg, 1.0)  # 0 where s < 0, else 1
+        new_prev = list(_fe.mul(g, neg))
+        out = list(_fe.sign(new_prev))
+        _fe.mul_(out, steps)
+        _fe.neg_(out)
         new_state = ScaleByRpropState(
             state.count + 1, _unflatten(udef, new_prev), _unflatten(udef, steps), h
         )
@@ -1082,13 +1083,13 @@ def scale_by_asgd(
         h = state.hyperparams
         lr = _resolve(learning_rate, state.count, h["learning_rate"])
         count = state.count + 1
-        out = list(torch._foreach_mul(p, h["lambd"]))
-        torch._foreach_add_(out, g)
-        torch._foreach_mul_(out, -state.eta)
-        new_p = torch._foreach_add(p, out)
-        diff = list(torch._foreach_sub(new_p, ax))
-        torch._foreach_mul_(diff, state.mu)
-        ax = list(torch._foreach_add(ax, diff))
+        out = list(_fe.mul(p, h["lambd"]))
+        _fe.add_(out, g)
+        _fe.mul_(out, -state.eta)
+        new_p = _fe.add(p, out)
+        diff = list(_fe.sub(new_p, ax))
+        _fe.mul_(diff, state.mu)
+        ax = list(_fe.add(ax, diff))
         eta = lr / (1 + h["lambd"] * lr * count) ** h["alpha"]
         mu = 1 / torch.clamp_min(count - h["t0"], 1.0)
         new_h = {**h, "learning_rate": lr}

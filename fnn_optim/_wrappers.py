@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from fnn import tree as _tree
+from fnn_optim import _foreach as _fe
 from fnn_optim._base import (
     _SKIPPED_FIELDS,
     EmptyState,
@@ -859,7 +860,7 @@ class MultiSteps(GradientTransformation):
                         weights[a.dtype] = weight.to(a.dtype)
                 acc = _lerp(acc, g, [weights[a.dtype] for a in acc])
             else:
-                acc = list(torch._foreach_add(acc, g))
+                acc = list(_fe.add(acc, g))
             inner_updates, new_inner = inner_update(
                 _unflatten(gdef, acc), state.inner_opt_state, params, **extra
             )
@@ -920,7 +921,7 @@ def _all_finite(leaves: Sequence[Tensor], like: Any) -> Tensor:
     """A 0-d bool tensor: no NaN or inf in any leaf (one ``_foreach_norm(inf)``; NaN propagates)."""
     if not leaves:
         return torch.ones((), dtype=torch.bool, device=_zero_count(like).device)
-    norms = list(torch._foreach_norm(list(leaves), float("inf")))
+    norms = list(_fe.norm(list(leaves), float("inf")))
     if len({n.dtype for n in norms}) > 1:
         norms = [n.to(torch.float64) for n in norms]
     return torch.isfinite(torch.stack(norms)).all()
@@ -1076,9 +1077,9 @@ def lookahead(
         count = state.count + 1
         sync = (count % k) == 0
         alpha = state.hyperparams["slow_step_size"]
-        moved = list(torch._foreach_add(p, u))  # the fast weights after this step
+        moved = list(_fe.add(p, u))  # the fast weights after this step
         synced = _lerp(s, moved, alpha)
-        to_synced = list(torch._foreach_sub(synced, p))
+        to_synced = list(_fe.sub(synced, p))
         new_state = LookaheadState(
             count, _unflatten(sdef, _where_leaves(sync, synced, s)), fast_state, state.hyperparams
         )
