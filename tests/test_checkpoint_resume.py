@@ -1,7 +1,8 @@
 """Bit-exact resume: training killed after a checkpoint and resumed equals training straight on.
 
 A small CNN (Conv2d, BatchNorm2d, relu, Dropout, Linear) on ``fnn_data.datasets.digits()`` with
-AdamW and a warmup-cosine schedule, dropout keys folded with the step, and shuffled batches:
+AdamW and a warmup-cosine schedule, dropout keys folded with the step, and batches from a
+shuffled ``fnn_data`` pipeline whose iterator state is saved in the checkpoint:
 
 - run A trains ``2 * N`` steps in one process;
 - run B trains ``N`` steps, saves with a ``Manager`` (asynchronously, then waits), and is killed
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 import fnn
+import fnn_data
 import fnn_optim as optim
 from fnn import nn
 
@@ -40,43 +42,30 @@ SEED = 0
 # --------------------------------------------------------------------------------------------
 
 
-def next_batch(
-    data: dict[str, torch.Tensor], data_key: torch.Tensor, position: dict[str, int]
-) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-    """The shuffled batch order, and the iterator state that the checkpoint saves.
+def pipeline(data: dict[str, np.ndarray]) -> fnn_data.Dataset:
+    """Shuffled every epoch (from ``SEED``), full batches of ``BATCH``, epochs without end.
 
-    A stand-in for fnn_data's pipeline, kept in this one function so that fnn_data's
-    deterministic iterator can replace it: ``position`` plays the role of the iterator's
-    ``get_state()`` (a JSON-able dict saved in the checkpoint tree). Each epoch visits the
-    examples in the order ``fnn.random.permutation(fold_in(data_key, epoch))``, in full
-    batches (the remainder is dropped).
-
-    Returns:
-        ``(batch, new_position)``: ``{"x": (BATCH, 1, 8, 8), "y": (BATCH,)}`` and the position
-        after the batch.
+    The iterator's ``get_state()`` (a small JSON-able dict) goes into the checkpoint tree, and
+    ``pipeline(data).iter_from(state)`` continues with exactly the batches that came next.
     """
-    n = len(data["y"])
-    epoch, index = position["epoch"], position["index"]
-    if index + BATCH > n:
-        epoch, index = epoch + 1, 0
-    order = fnn.random.permutation(fnn.random.fold_in(data_key, epoch), n)
-    chosen = order[index : index + BATCH]
-    batch = {"x": data["x"][chosen], "y": data["y"][chosen]}
-    return batch, {"epoch": epoch, "index": index + BATCH}
+    return (
+        fnn_data.from_arrays(x=data["x"], y=data["y"])
+        .shuffle(SEED)
+        .batch(BATCH, drop_remainder=True)
+        .repeat()
+    )
 
 
 def write_data(path: Path) -> None:
     """The first ``SUBSET`` training digits of ``fnn_data.datasets.digits()``, in an ``.npz``
     file: the test reads them once, so the training processes need not import scikit-learn."""
-    import fnn_data
-
     train = fnn_data.datasets.digits("train")
     np.savez(path, x=train["image"][:SUBSET], y=train["label"][:SUBSET])
 
 
-def load_data(path: str) -> dict[str, torch.Tensor]:
+def load_data(path: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as f:
-        return {"x": torch.from_numpy(f["x"]), "y": torch.from_numpy(f["y"])}
+        return {"x": f["x"], "y": f["y"]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,22 +85,24 @@ MODEL = nn.Sequential(
 OPTIMIZER = optim.adamw(optim.warmup_cosine(1e-2, 2, 2 * N), weight_decay=1e-2)
 
 
-def init_state(data: dict[str, torch.Tensor]) -> dict[str, Any]:
+def init_state(data: dict[str, np.ndarray]) -> dict[str, Any]:
     """Everything a run needs to go on: params, BatchNorm state, optimizer, keys, data, step."""
-    init_key, data_key, dropout_key = fnn.random.split(fnn.random.key(SEED), 3)
-    params, bn = MODEL.init(init_key, data["x"][:BATCH])
+    init_key, dropout_key = fnn.random.split(fnn.random.key(SEED))
+    params, bn = MODEL.init(init_key, torch.from_numpy(data["x"][:BATCH]))
+    with pipeline(data).iter() as it:
+        data_state = it.get_state()
     return {
         "params": params,
         "bn": bn,
         "opt": OPTIMIZER.init(params),
-        "keys": {"data": data_key, "dropout": dropout_key},
-        "data": {"epoch": 0, "index": 0},
+        "keys": {"dropout": dropout_key},
+        "data": data_state,  # fnn_data's iterator state: {"epoch": 0, "offset": 0, ...}
         "step": 0,
     }
 
 
-def train_step(state: dict[str, Any], data: dict[str, torch.Tensor]) -> tuple[dict, torch.Tensor]:
-    batch, position = next_batch(data, state["keys"]["data"], state["data"])
+def train_step(state: dict[str, Any], it: fnn_data.DataIterator) -> tuple[dict, torch.Tensor]:
+    batch = next(it)
     key = fnn.random.fold_in(state["keys"]["dropout"], state["step"])
 
     def loss_fn(params: dict) -> tuple[torch.Tensor, dict]:
@@ -121,15 +112,17 @@ def train_step(state: dict[str, Any], data: dict[str, torch.Tensor]) -> tuple[di
     (loss, bn), grads = fnn.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = OPTIMIZER.update(grads, state["opt"], state["params"])
     params = optim.apply_updates(state["params"], updates)
-    new_state = dict(state, params=params, bn=bn, opt=opt_state, data=position)
+    new_state = dict(state, params=params, bn=bn, opt=opt_state, data=it.get_state())
     new_state["step"] = state["step"] + 1
     return new_state, loss.detach()
 
 
 def train(state: dict, data: dict, steps: int, losses: list[torch.Tensor]) -> dict:
-    for _ in range(steps):
-        state, loss = train_step(state, data)
-        losses.append(loss)
+    """``steps`` steps from ``state``, reading the batches from where ``state["data"]`` says."""
+    with pipeline(data).iter_from(state["data"]) as it:
+        for _ in range(steps):
+            state, loss = train_step(state, it)
+            losses.append(loss)
     return state
 
 
@@ -137,10 +130,12 @@ def write_result(path: str, state: dict, losses: list[torch.Tensor]) -> None:
     """The final state and the losses, flattened by dotted path, in a safetensors file."""
     import safetensors.torch
 
-    flat = {
-        p: x if torch.is_tensor(x) else torch.tensor(x)
-        for p, x in fnn.tree.flatten_with_path(state)[0]
-    }
+    def as_tensor(x: Any) -> torch.Tensor:
+        if isinstance(x, str):  # the data iterator state's pipeline description
+            return torch.tensor(list(x.encode()), dtype=torch.uint8)
+        return x if torch.is_tensor(x) else torch.tensor(x)
+
+    flat = {p: as_tensor(x) for p, x in fnn.tree.flatten_with_path(state)[0]}
     flat["losses"] = torch.stack(losses)
     safetensors.torch.save_file({k: v.contiguous() for k, v in flat.items()}, path)
 
