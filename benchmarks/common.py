@@ -13,7 +13,7 @@ import pathlib
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -42,18 +42,25 @@ def machine() -> dict[str, object]:
 
 
 def interleaved(
-    variants: dict[str, Callable[[], object]], reps: int, warmup: int = 2
+    variants: dict[str, Callable[[], object]], reps: int, warmup: int = 2, number: int = 1
 ) -> dict[str, list[float]]:
-    """Time each variant ``reps`` times, round-robin; returns seconds per call for each."""
+    """Time each variant ``reps`` times, round-robin; returns seconds per call for each.
+
+    Each of the ``reps`` samples times ``number`` consecutive calls and records their mean, so
+    calls far shorter than the timer's noise (sub-millisecond train steps) are measured over a
+    longer window while the variants still alternate often.
+    """
     for _ in range(warmup):
         for fn in variants.values():
-            fn()
+            for _ in range(number):
+                fn()
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(reps):
         for name, fn in variants.items():
             start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(number):
+                fn()
+            times[name].append((time.perf_counter() - start) / number)
     return times
 
 
@@ -73,10 +80,33 @@ def summarize(times: dict[str, list[float]], baseline: str) -> dict[str, dict[st
     return out
 
 
-def write_report(name: str, title: str, rows: list[dict[str, object]], info: dict) -> str:
-    """Write ``results/<name>.json``, ``.md`` and ``.png``; return the Markdown table."""
+def _format_value(value: float, unit: str) -> str:
+    """A table cell: ``ms`` (default) and ``s`` with two decimals (one for ``s`` >= 10),
+    ``MB`` without decimals from 10 MB up and with one below."""
+    if unit == "MB":
+        return f"{value:.0f} MB" if abs(value) >= 10 else f"{value:.1f} MB"
+    if unit == "s":
+        return f"{value:.1f} s" if abs(value) >= 10 else f"{value:.2f} s"
+    return f"{value:.2f} ms"
+
+
+def write_report(
+    name: str,
+    title: str,
+    rows: list[dict[str, object]],
+    info: dict,
+    notes: Sequence[str] = (),
+) -> str:
+    """Write ``results/<name>.json``, ``.md`` and ``.png``; return the Markdown table.
+
+    A row's ``unit`` (``"ms"`` by default, ``"s"`` or ``"MB"``) says what ``median_ms`` holds.
+    ``notes`` are Markdown lines written under the table (and kept in the JSON).
+    """
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+    payload: dict[str, object] = {"machine": info, "rows": rows}
+    if notes:
+        payload["notes"] = list(notes)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1))
     lines = [
         f"### {title}",
         "",
@@ -87,12 +117,13 @@ def write_report(name: str, title: str, rows: list[dict[str, object]], info: dic
         "|---|---|---:|---:|---|",
     ]
     for r in rows:
-        unit = r.get("unit", "ms")
-        value = f"{r['median_ms']:.0f} MB" if unit == "MB" else f"{r['median_ms']:.2f} ms"
+        value = _format_value(float(r["median_ms"]), str(r.get("unit", "ms")))
         lines.append(
             f"| {r['workload']} | {r['variant']} | {value} | "
             f"{r['ratio']:.2f}x (vs {r['baseline']}) | {r.get('target', '')} |"
         )
+    if notes:
+        lines += ["", *notes]
     table = "\n".join(lines) + "\n"
     (RESULTS / f"{name}.md").write_text(table)
     _chart(RESULTS / f"{name}.png", title, rows)
