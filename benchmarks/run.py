@@ -451,8 +451,47 @@ def main() -> None:
         if not args.no_compile_time and (not args.quick or key == "mlp"):
             rows += measure_compile(spec)
         write_report(args.out, "fnn benchmark suite", rows, info, notes)  # after each workload
+        time_chart(args.out, rows)
     info["load_end"] = load()
     print(write_report(args.out, "fnn benchmark suite", rows, info, notes))
+    time_chart(args.out, rows)
+
+
+def time_chart(name: str, rows: list[dict], clip: float = 3.0) -> None:
+    """Replace ``write_report``'s chart with one of the step-time ratios only, grouped by
+    workload (memory and compile rows stay in the table); ratios past ``clip`` are cut and
+    labelled."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    from benchmarks.common import RESULTS
+
+    timed = [r for r in rows if r.get("kind") == "time"]
+    if not timed:
+        return
+    fig, ax = plt.subplots(figsize=(10, 0.3 * len(timed) + 1.5))
+    ypos = list(range(len(timed)))[::-1]
+    colors = {"fnn": "#d1603d", "jax": "#6a9f58"}
+    for y, r in zip(ypos, timed, strict=True):
+        variant = str(r["variant"])
+        color = colors.get(variant.split(".")[0].split(" ")[0], "#4878a8")
+        ax.barh(y, min(r["ratio"], clip), color=color)
+        ax.text(min(r["ratio"], clip), y, f" {r['ratio']:.2f}x", va="center", fontsize=7)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    labels = [f"{r['workload'].split(',')[0]}: {r['variant']}" for r in timed]
+    ax.set_yticks(ypos, labels, fontsize=7)
+    ax.set_xlim(0, clip * 1.12)
+    ax.set_xlabel(
+        f"time / baseline time (eager torch.optim foreach; per-example: the loop); cut at {clip}x"
+    )
+    ax.set_title("fnn benchmark suite (fnn orange, JAX green, torch blue)")
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
