@@ -9,8 +9,8 @@ handwritten digits that ship with scikit-learn:
     python examples/ensemble.py [--members 8] [--epochs 10] [--seed 0] [--jit]
 
 ``--jit`` compiles the whole step into one graph with ``fnn.jit``. For models this small the
-compilation (15-60 s on a 2-core CPU) costs more than it saves over 220 steps (the compiled
-step was about 1.2x faster here), so the default runs eagerly.
+compilation (15-60 s on a 2-core CPU) costs more than it saves over 220 steps, so the default
+runs eagerly.
 
 It prints each member's test accuracy and the ensemble's (the average of the members'
 predicted probabilities), which is usually better than the average member's.
