@@ -38,6 +38,7 @@ from torch import Tensor
 
 from fnn import tree as _tree
 from fnn_optim import _foreach as _fe
+from fnn_optim._hoist import hoist
 
 __all__ = [
     "EmptyState",
@@ -212,7 +213,7 @@ def _plain_eager() -> bool:
 
 def _n(value: Tensor, n: int) -> list[Tensor]:
     """``[value] * n``: a 0-d tensor as the list of scalars of a ``torch._foreach_*`` op."""
-    return [value] * n
+    return [hoist(value)] * n
 
 
 def _lerp(starts: list[Tensor], ends: list[Tensor], weight: Tensor | list[Tensor]) -> list[Tensor]:
@@ -227,11 +228,17 @@ def _lerp(starts: list[Tensor], ends: list[Tensor], weight: Tensor | list[Tensor
     weights = weight if isinstance(weight, list) else [weight] * len(starts)
     if not torch.compiler.is_compiling():
         return list(_fe.lerp(starts, ends, weights))
+    if not isinstance(weight, list):  # one weight for all leaves: 1 - w and |w| < 0.5 once
+        w = hoist(weight)
+        weights, complements = [w] * len(starts), [hoist(1 - w)] * len(starts)
+        smalls = [w.abs() < 0.5] * len(starts)
+    else:
+        complements = [1 - w for w in weights]
+        smalls = [w.abs() < 0.5 for w in weights]
     diff = _fe.sub(ends, starts)
     low = _fe.add(starts, _fe.mul(diff, weights))
-    high = _fe.sub(ends, _fe.mul(diff, [1 - w for w in weights]))
-    pick = zip(weights, low, high, strict=True)
-    return [torch.where(w.abs() < 0.5, lo, hi) for w, lo, hi in pick]
+    high = _fe.sub(ends, _fe.mul(diff, complements))
+    return [torch.where(s, lo, hi) for s, lo, hi in zip(smalls, low, high, strict=True)]
 
 
 def _is_spec(x: Any) -> bool:

@@ -849,9 +849,13 @@ def trace(decay: float, nesterov: bool = False, dampening: float = 0.0) -> Gradi
         h = state.hyperparams
         m = h["momentum"]
         # The buffer starts at zero, so the first update (coefficient 1) sets it to g.
-        coef = torch.where(state.count == 0, torch.ones_like(m), 1 - h["dampening"])
         buf = list(_fe.mul(buf, m))
-        _fe.add_(buf, _fe.mul(g, coef))
+        if _plain_eager():  # torch.optim's kernels: g folded in with a Python alpha, no g * coef
+            first = bool(state.count == 0)
+            _fe.add_(buf, g, alpha=1.0 if first else 1 - h["dampening"].item())
+        else:
+            coef = torch.where(state.count == 0, torch.ones_like(m), 1 - h["dampening"])
+            _fe.add_(buf, _fe.mul(g, coef))
         if nesterov:
             out = list(_fe.mul(buf, m))
             _fe.add_(out, g)

@@ -474,3 +474,14 @@ def test_trees_with_empty_dicts_pass_through_a_donating_step():
     assert state == {} and aux["extra"] == {} and new["b"] == {}
     assert new["w"] is w
     torch.testing.assert_close(w, torch.full((2,), 0.7))
+
+
+def test_inductor_defaults_merge_under_the_users_options():
+    from fnn._src.jit import _with_defaults
+
+    assert _with_defaults({}) == {"options": {"cpp.max_horizontal_fusion_size": 1}}
+    mine = {"options": {"cpp.max_horizontal_fusion_size": 8, "cpp_wrapper": True}}
+    assert _with_defaults(mine) == mine  # the user's value wins
+    assert _with_defaults({"options": None})["options"] == {"cpp.max_horizontal_fusion_size": 1}
+    for untouched in ({"mode": "max-autotune-no-cudagraphs"}, {"backend": "aot_eager"}):
+        assert _with_defaults(untouched) == untouched  # mode excludes options; not inductor
