@@ -479,9 +479,10 @@ def test_trees_with_empty_dicts_pass_through_a_donating_step():
 def test_inductor_defaults_merge_under_the_users_options():
     from fnn._src.jit import _with_defaults
 
-    assert _with_defaults({}) == {"options": {"cpp.max_horizontal_fusion_size": 1}}
-    mine = {"options": {"cpp.max_horizontal_fusion_size": 8, "cpp_wrapper": True}}
-    assert _with_defaults(mine) == mine  # the user's value wins
-    assert _with_defaults({"options": None})["options"] == {"cpp.max_horizontal_fusion_size": 1}
+    defaults = {"cpp.max_horizontal_fusion_size": 1, "size_asserts": False}
+    assert _with_defaults({}) == {"options": defaults}
+    mine = {"cpp.max_horizontal_fusion_size": 8, "size_asserts": True, "cpp_wrapper": True}
+    assert _with_defaults({"options": mine}) == {"options": mine}  # the user's values win
+    assert _with_defaults({"options": None})["options"] == defaults
     for untouched in ({"mode": "max-autotune-no-cudagraphs"}, {"backend": "aot_eager"}):
         assert _with_defaults(untouched) == untouched  # mode excludes options; not inductor
