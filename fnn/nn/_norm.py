@@ -93,6 +93,14 @@ def _running_stats(
     return rm, rv, nbt
 
 
+def _plain_eager() -> bool:
+    """Outside ``torch.compile`` and every ``torch.func`` transform (where in-place updates of
+    the running statistics would need batching rules or be traced)."""
+    return not torch.compiler.is_compiling() and (
+        type(torch._C._functorch.peek_interpreter_stack()) is type(None)
+    )
+
+
 def _momentum_update(
     old: torch.Tensor, new: torch.Tensor, momentum: float | torch.Tensor
 ) -> torch.Tensor:
@@ -151,10 +159,22 @@ class _BatchNorm(Module):
         rm, rv, nbt = _running_stats(self, scope, c, _stats_dtype(x, w))
         if not scope.train:
             return F.batch_norm(x, rm, rv, w, b, False, 0.0, self.eps)
-        # Train: normalise with the batch statistics (torch's kernel, so torch's output and
-        # gradients), and compute the new running statistics functionally, as torch would.
+        nbt_new = nbt + 1
+        if _plain_eager() and rm.dtype == rv.dtype == x.dtype:
+            # Eager: torch's kernel updates the running statistics it is given in the same pass
+            # over x that computes the batch statistics; it gets copies, so the old state stays
+            # intact. (A second var_mean pass made fnn's eager ResNet-18 step 1.10x torch's.)
+            m = self.momentum if self.momentum is not None else 1.0 / float(nbt_new)
+            rm, rv = rm.clone(), rv.clone()
+            y = F.batch_norm(x, rm, rv, w, b, True, m, self.eps)
+            scope.put_state("running_mean", rm)
+            scope.put_state("running_var", rv)
+            scope.put_state("num_batches_tracked", nbt_new)
+            return y
+        # Traced or batched: normalise with the batch statistics (torch's kernel, so torch's
+        # output and gradients), and compute the new running statistics functionally.
         y = F.batch_norm(x, None, None, w, b, True, 0.0, self.eps)
-        nbt = nbt + 1
+        nbt = nbt_new
         momentum = self.momentum if self.momentum is not None else 1.0 / nbt.to(rm.dtype)
         dims = (0, *range(2, x.ndim))
         var, mean = torch.var_mean(x.detach(), dim=dims, correction=1)
