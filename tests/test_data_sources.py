@@ -223,3 +223,25 @@ def test_digits_feed_a_pipeline():
     assert batches[0]["image"].shape == (128, 1, 8, 8)
     seen = torch.cat([b["label"] for b in batches])
     assert set(seen.tolist()) == set(range(10))
+
+
+@pytest.mark.parametrize(
+    "dtype", ["float32", "float64", "float16", "int64", "int8", "uint8", "bool", "uint32", ">f4"]
+)
+def test_batches_equal_numpy_fancy_indexing_for_every_dtype_and_layout(dtype, tmp_path):
+    """torch's index_select gathers writable native arrays; the rest go through numpy."""
+    a = (np.arange(60) % 7).astype(dtype).reshape(10, 3, 2)
+    views = {"plain": a, "strided": a[:, ::2], "reversed": a[::-1]}
+    np.save(tmp_path / "a.npy", a)
+    for name, x in views.items():
+        got = [b["x"] for b in fnn_data.from_arrays(x=x).shuffle(seed=3).batch(4)]
+        order = np.concatenate(
+            [
+                b["i"].numpy()
+                for b in fnn_data.from_arrays(x=x, i=np.arange(10)).shuffle(seed=3).batch(4)
+            ]
+        )
+        want = np.ascontiguousarray(x[order]).astype(x.dtype.newbyteorder("="))
+        assert np.array_equal(torch.cat(got).numpy(), want), name
+    mapped = [b["x"] for b in fnn_data.from_npy(x=tmp_path / "a.npy").batch(4)]
+    assert np.array_equal(torch.cat(mapped).numpy(), a.astype(a.dtype.newbyteorder("=")))
