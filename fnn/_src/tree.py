@@ -80,10 +80,16 @@ def _compile_flatten(tree: PyTree, is_leaf: IsLeaf) -> tuple[list[Leaf], Any]:
             children, node_type, metadata, entries, unflat, none_is_leaf=False, namespace=NAMESPACE
         )
 
+    leaf_spec: list[Any] = []  # one immutable leaf spec shared by all leaves: dynamo traces
+    # every spec construction (a dataclass __init__ and __post_init__), about 1 s for an Adam step
+
     def helper(node: PyTree) -> Any:
-        if optree.tree_is_leaf(node, is_leaf, **_OPTS):
+        # a tensor is always a leaf (is_leaf can only add leaves): skip the registry lookup
+        if isinstance(node, torch.Tensor) or optree.tree_is_leaf(node, is_leaf, **_OPTS):
             out.append(node)
-            return spec((), None, None, (), None)
+            if not leaf_spec:
+                leaf_spec.append(spec((), None, None, (), None))
+            return leaf_spec[0]
         node_type = type(node)
         if node_type is dict or node_type is collections.defaultdict:
             original_keys = list(node)
@@ -149,7 +155,23 @@ def unflatten(treedef: PyTreeDef, leaves: Iterable[Leaf]) -> PyTree:
             f"fnn.tree.unflatten: the structure {treedef} expects {treedef.num_leaves} leaves, "
             f"but got {len(leaves)}."
         )
+    if torch.compiler.is_compiling() and type(treedef).__name__ == "PyTreeSpec":
+        if type(treedef).__module__ == "torch._dynamo.polyfills.pytree":
+            return _compile_unflatten(treedef, leaves)
     return treedef.unflatten(leaves)
+
+
+def _compile_unflatten(treedef: Any, leaves: list[Leaf]) -> PyTree:
+    """The polyfill spec's ``unflatten`` without its per-node slicing and leaf tests, which
+    dynamo traces call by call (the leaf count is checked by the caller)."""
+    it = iter(leaves)
+
+    def rebuild(node: Any) -> PyTree:
+        if node._type is None:
+            return next(it)
+        return node._unflatten_func(node._metadata, [rebuild(c) for c in node._children])
+
+    return rebuild(treedef)
 
 
 def leaves(tree: PyTree, is_leaf: IsLeaf = None) -> list[Leaf]:
