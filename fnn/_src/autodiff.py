@@ -151,20 +151,20 @@ class _DiffArgs:
     def rebuild(self, flat: Sequence[Any]) -> list[Any]:
         args = list(self.args)
         if len(self.argnums) == 1:  # the common case, without slicing
-            args[self.argnums[0]] = self.treedefs[0].unflatten(flat)
+            args[self.argnums[0]] = tree_lib.unflatten(self.treedefs[0], flat)
             return args
         start = 0
         for i, treedef, n in zip(self.argnums, self.treedefs, self.sizes, strict=True):
-            args[i] = treedef.unflatten(flat[start : start + n])
+            args[i] = tree_lib.unflatten(treedef, flat[start : start + n])
             start += n
         return args
 
     def split(self, flat: Sequence[Any]) -> list[PyTree]:
         if len(self.treedefs) == 1:
-            return [self.treedefs[0].unflatten(flat)]
+            return [tree_lib.unflatten(self.treedefs[0], flat)]
         out, start = [], 0
         for treedef, n in zip(self.treedefs, self.sizes, strict=True):
-            out.append(treedef.unflatten(flat[start : start + n]))
+            out.append(tree_lib.unflatten(treedef, flat[start : start + n]))
             start += n
         return out
 
@@ -408,7 +408,7 @@ def _value_and_grad(
             flat_fun, argnums=tuple(range(len(diff.leaves))), has_aux=True
         )(*diff.leaves)
     trees = diff.split(grads)
-    aux = aux_def[-1].unflatten(aux_leaves) if has_aux else None
+    aux = tree_lib.unflatten(aux_def[-1], aux_leaves) if has_aux else None
     return value, aux, trees[0] if single else tuple(trees)
 
 
@@ -554,7 +554,7 @@ def _jacobian(
         # rows[o][k]: d output leaf o / d input leaf k, of shape out_shape + in_shape.
         blocks = [diff.split(row) for row in rows]
         jac = out_def.unflatten([b[0] if single else tuple(b) for b in blocks])
-        return (jac, aux_def.unflatten(aux_leaves)) if has_aux else jac
+        return (jac, tree_lib.unflatten(aux_def, aux_leaves)) if has_aux else jac
 
     return jac_fun
 
@@ -717,8 +717,8 @@ def jvp(
         out, aux_leaves = flat_fun()
         t_out = tuple(torch.zeros_like(o) for o in out)
     out_def, aux_def = defs
-    result = (out_def.unflatten(out), out_def.unflatten(t_out))
-    return (*result, aux_def.unflatten(aux_leaves)) if has_aux else result
+    result = (tree_lib.unflatten(out_def, out), tree_lib.unflatten(out_def, t_out))
+    return (*result, tree_lib.unflatten(aux_def, aux_leaves)) if has_aux else result
 
 
 def vjp(fun: Callable[..., Any], *primals: PyTree, has_aux: bool = False) -> tuple[Any, ...]:
@@ -758,7 +758,7 @@ def vjp(fun: Callable[..., Any], *primals: PyTree, has_aux: bool = False) -> tup
             return ()
 
     out_def, aux_def = defs
-    primals_out = out_def.unflatten(out)
+    primals_out = tree_lib.unflatten(out_def, out)
 
     def vjp_fn(cotangent: PyTree) -> tuple[PyTree, ...]:
         ct_leaves = _check_like(
@@ -767,7 +767,7 @@ def vjp(fun: Callable[..., Any], *primals: PyTree, has_aux: bool = False) -> tup
         return tuple(diff.split(flat_vjp(tuple(ct_leaves))))
 
     result = (primals_out, vjp_fn)
-    return (*result, aux_def.unflatten(aux_leaves)) if has_aux else result
+    return (*result, tree_lib.unflatten(aux_def, aux_leaves)) if has_aux else result
 
 
 # --------------------------------------------------------------------------------------------

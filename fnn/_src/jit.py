@@ -705,7 +705,7 @@ def _write_into_donated(out: Any, donated: tuple[torch.Tensor, ...]) -> Any:
             if j is not None:
                 donated[j].copy_(result[i])
                 result[i] = donated[j]
-    return spec.unflatten(result)
+    return _tree.unflatten(spec, result)
 
 
 # Why: see jit's docstring. size_asserts re-checks every input's sizes and strides in Python on
