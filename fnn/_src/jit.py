@@ -185,6 +185,9 @@ class _Slot:
         self.index = index
 
 
+_PLAIN_TENSOR_TYPES = frozenset({torch.Tensor, torch.nn.Parameter})
+
+
 class _Entry:
     """One cache entry: the compiled function for a key and which of its tensors are donated."""
 
@@ -282,10 +285,10 @@ class Jitted:
             self._hash_statics(static_key)
             return self._run_eagerly(args, kwargs, dyn_args, dyn_kwargs)
         leaves, treedef = optree.tree_flatten((dyn_args, dyn_kwargs), **_OPTS)
-        is_tensor = [isinstance(x, torch.Tensor) for x in leaves]
-        if all(is_tensor):  # the common case, without a Python loop (per-call overhead)
+        if _PLAIN_TENSOR_TYPES.issuperset(map(type, leaves)):  # the common case, in C
             tensors, consts = leaves, ()
         else:
+            is_tensor = [isinstance(x, torch.Tensor) for x in leaves]
             tensors = [x for x, t in zip(leaves, is_tensor, strict=True) if t]
             consts = tuple(
                 (i, type(x), x)
@@ -752,9 +755,9 @@ def _take(
 def _donation_clash(tensors: list[torch.Tensor], entry: _Entry) -> tuple[int, int, bool] | None:
     """``(first, second, donated_twice)`` tensor indices of one tensor donated twice, or donated
     and also passed in a non-donated place; ``None`` when each donated tensor appears once."""
-    donated_ids = {id(tensors[k]) for k in entry.donated}  # the common case in C loops
+    donated_ids = set(map(id, map(tensors.__getitem__, entry.donated)))  # the common case, in C
     if len(donated_ids) == len(entry.donated) and donated_ids.isdisjoint(
-        [id(tensors[k]) for k in entry.kept]
+        map(id, map(tensors.__getitem__, entry.kept))
     ):
         return None
     seen: dict[int, int] = {}
