@@ -111,3 +111,16 @@ def test_the_order_is_pinned_across_machines_and_versions():
     assert first.tolist() == [959970, 556549, 648719, 917914, 329089, 61959, 942832, 571647]
     keys = fnn_data.from_arrays(np.zeros(2)).random_map(lambda r, k: k, seed=0).batch(2)
     assert next(iter(keys)).tolist() == [[2067023257, 4011464742], [282707546, 681628770]]
+
+
+@pytest.mark.parametrize("n", [65, 1000, 4096, 50_000])
+def test_the_cached_table_and_the_walk_give_the_same_permutation(n):
+    """Small ranges read the permutation from a cached table of the whole domain, large ones
+    walk each index: both must be the same bijection (here computed both ways for each n)."""
+    keys = _shuffle.round_keys(7, 3)
+    index = np.arange(n, dtype=np.int64)
+    table = _shuffle._small(n, keys.tobytes())
+    walked = _shuffle._walk(index, n, keys)
+    assert np.array_equal(table, walked)
+    assert np.array_equal(np.sort(walked), index)
+    assert np.array_equal(_shuffle.permute(index, n, keys), walked)
