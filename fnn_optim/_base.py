@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from fnn import tree as _tree
+from fnn._src.tracing import plain_eager
 from fnn_optim import _foreach as _fe
 from fnn_optim._hoist import hoist
 
@@ -208,7 +209,7 @@ def _plain_eager() -> bool:
     Only then may an update read a hyperparameter with ``.item()`` to pick a cheaper eager
     kernel (a Python scalar); traced or batched code keeps everything as tensors.
     """
-    return not torch.compiler.is_compiling() and not torch._C._functorch.peek_interpreter_stack()
+    return plain_eager()
 
 
 def _n(value: Tensor, n: int) -> list[Tensor]:

@@ -18,23 +18,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fnn._src.tracing import in_transform
 from fnn_optim._hoist import hoist
 
 Leaves = Sequence[Tensor]
 
 
 def _transformed() -> bool:
-    """True inside a torch.func transform (``vmap``, ``grad``), where the per-leaf ops are used.
-
-    ``type(...) is not NoneType`` rather than ``is not None``: dynamo wraps the interpreter
-    stack in an object that is never ``None``, which once sent every compiled update down the
-    per-leaf path (one traced op per leaf per foreach op, and inductor then fused the leaves
-    pairwise instead of per foreach op); dynamo does evaluate the type test faithfully.
-    """
-    return type(torch._C._functorch.peek_interpreter_stack()) is not _NoneType
-
-
-_NoneType = type(None)
+    """Inside a torch.func transform the per-leaf ops are used (see ``fnn._src.tracing``)."""
+    return in_transform()
 
 
 def _nth(arg: Any, i: int) -> Any:

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fnn._src.tracing import in_transform
+
 _registered = False
 
 
@@ -97,10 +99,7 @@ def hoist(x: Any) -> Any:
         isinstance(x, Tensor)
         and x.dim() == 0
         and torch.compiler.is_compiling()
-        and type(torch._C._functorch.peek_interpreter_stack()) is _NoneType  # see _foreach
+        and not in_transform()
     ):
         return _hoist_op(x)
     return x
-
-
-_NoneType = type(None)

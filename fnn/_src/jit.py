@@ -32,6 +32,7 @@ import optree
 import torch
 
 from fnn._src import tree as _tree
+from fnn._src.tracing import plain_eager
 
 __all__ = ["jit"]
 
@@ -275,7 +276,7 @@ class Jitted:
     # ----------------------------------------------------------------------------------------
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack():
+        if not plain_eager():
             return self._fun(*args, **kwargs)  # nested: inline, as JAX does
         if self._has_static:
             dyn_args, dyn_kwargs, static_key = self._split(args, kwargs)

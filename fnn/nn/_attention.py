@@ -29,6 +29,7 @@ from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
 from fnn._src.initializers import Initializer, xavier_normal, xavier_uniform, zeros
 from fnn._src.samplers import bernoulli
+from fnn._src.tracing import in_transform
 from fnn.nn._defaults import fan_in_bias_init, torch_weight_init
 from fnn.nn._dropout import _dropout, _key
 from fnn.nn._linear import Linear, _check_features
@@ -198,8 +199,8 @@ def _explicit_math() -> bool:
     any active ``torch.func`` transform (the precise check does not trace). A plain compiled
     step keeps SDPA: the transformer LM step of ``benchmarks.run`` took 0.64x eager torch with
     it and 0.72-0.75x with the math written out."""
-    if torch.compiler.is_compiling():  # type(): dynamo's wrapper of None is not None
-        return type(torch._C._functorch.peek_interpreter_stack()) is not type(None)
+    if torch.compiler.is_compiling():
+        return in_transform()
     return any(i.key() == TransformType.Vmap for i in retrieve_all_functorch_interpreters())
 
 
