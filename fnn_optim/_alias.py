@@ -18,7 +18,13 @@ import numbers
 from typing import Any
 
 from fnn_optim._base import GradientTransformation, ScalarOrSchedule, chain
-from fnn_optim._inplace import adam_inplace_step, sgd_inplace_step, with_inplace_step
+from fnn_optim._inplace import (
+    adam_functional_step,
+    adam_inplace_step,
+    sgd_functional_step,
+    sgd_inplace_step,
+    with_fused_steps,
+)
 from fnn_optim._inplace import lr_resolver as _lr_resolver
 from fnn_optim._transforms import (
     add_decayed_weights,
@@ -115,13 +121,11 @@ def sgd(
     opt = chain(
         *_coupled_decay(weight_decay), *momentum_part, scale_by_learning_rate(learning_rate)
     )
-    fused = sgd_inplace_step(
-        _lr_resolver(learning_rate),
-        coupled_decay=weight_decay != 0,
-        momentum=momentum != 0,
-        nesterov=nesterov,
+    kinds = dict(coupled_decay=weight_decay != 0, momentum=momentum != 0, nesterov=nesterov)
+    resolve = _lr_resolver(learning_rate)
+    return with_fused_steps(
+        opt, sgd_inplace_step(resolve, **kinds), sgd_functional_step(resolve, **kinds)
     )
-    return with_inplace_step(opt, fused)
 
 
 def _adam_checks(fn: str, learning_rate: Any, b1: float, b2: float, eps: float) -> None:
@@ -173,13 +177,11 @@ def adam(
         scale_by_adam(b1, b2, eps, eps_root, amsgrad=amsgrad),
         scale_by_learning_rate(learning_rate),
     )
-    fused = adam_inplace_step(
-        _lr_resolver(learning_rate),
-        decoupled=False,
-        coupled_decay=weight_decay != 0,
-        amsgrad=amsgrad,
+    kinds = dict(decoupled=False, coupled_decay=weight_decay != 0, amsgrad=amsgrad)
+    resolve = _lr_resolver(learning_rate)
+    return with_fused_steps(
+        opt, adam_inplace_step(resolve, **kinds), adam_functional_step(resolve, **kinds)
     )
-    return with_inplace_step(opt, fused)
 
 
 def adamw(
@@ -225,10 +227,11 @@ def adamw(
     )
     if mask is not None:
         return opt
-    fused = adam_inplace_step(
-        _lr_resolver(learning_rate), decoupled=True, coupled_decay=False, amsgrad=amsgrad
+    kinds = dict(decoupled=True, coupled_decay=False, amsgrad=amsgrad)
+    resolve = _lr_resolver(learning_rate)
+    return with_fused_steps(
+        opt, adam_inplace_step(resolve, **kinds), adam_functional_step(resolve, **kinds)
     )
-    return with_inplace_step(opt, fused)
 
 
 def amsgrad(

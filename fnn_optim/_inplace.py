@@ -12,6 +12,12 @@ runs torch's hand-fused CPU/CUDA kernels (``torch._fused_adam_``, ``_fused_adamw
 ``_fused_sgd_``: what ``torch.optim``'s ``fused=True`` runs): one pass over memory per
 parameter. Any other transformation takes its functional ``update``, adds the updates into the
 parameters, and copies the new state into the old state's tensors.
+
+The same kernels also serve those optimizers' functional ``update`` in plain eager mode
+(:func:`with_fused_steps`): the new state starts as a copy of the old one in a recycled buffer
+(:mod:`fnn_optim._recycle`), and the updates are a zeroed buffer passed as the kernel's
+parameters. The result is the chain's, to float rounding; under ``torch.compile``, inside a
+torch.func transform, or when autograd would record the update, the chain runs op by op.
 """
 
 from __future__ import annotations
@@ -32,8 +38,10 @@ from fnn_optim._base import (
     _flatten,
     _plain_eager,
     _resolve,
+    _unflatten,
     apply_updates_,
 )
+from fnn_optim._recycle import Recycler
 
 __all__ = ["step_"]
 
@@ -41,10 +49,39 @@ __all__ = ["step_"]
 InplaceStep = Callable[[Updates, OptState, Params], bool]
 
 
-def with_inplace_step(opt: GradientTransformation, step: InplaceStep) -> GradientTransformation:
-    """Mark ``opt`` (made by a chain just now) as having a fused in-place step for :func:`step_`."""
-    opt.update._fnn_inplace_step = step  # type: ignore[attr-defined]
-    return opt
+# Off: ``update`` always runs the chain op by op (the tests' reference).
+KERNELS_IN_UPDATE = True
+
+# A fused functional step: (grads, state, params) -> (updates, new state), or None to fall back.
+FunctionalStep = Callable[[Updates, OptState, "Params | None"], "tuple[Updates, OptState] | None"]
+
+
+def with_fused_steps(
+    opt: GradientTransformation, inplace: InplaceStep, functional: FunctionalStep | None = None
+) -> GradientTransformation:
+    """``opt`` (a chain made just now) with fused steps for plain eager calls.
+
+    ``inplace`` serves :func:`step_`. ``functional``, when given, serves ``update`` itself in
+    plain eager mode (not under ``torch.compile`` or a torch.func transform); whenever it returns
+    None (an input it does not handle, or a malformed one) the chain's own update runs and
+    reports any error.
+    """
+    chain_update = opt.update
+    if functional is None:
+        update = chain_update
+    else:
+
+        def update(
+            updates: Updates, state: OptState, params: Params | None = None, **extra: Any
+        ) -> tuple[Updates, OptState]:
+            if KERNELS_IN_UPDATE and _plain_eager():
+                done = functional(updates, state, params)
+                if done is not None:
+                    return done
+            return chain_update(updates, state, params, **extra)
+
+    update._fnn_inplace_step = inplace  # type: ignore[attr-defined]
+    return GradientTransformation(opt.init, update)
 
 
 def step_(opt: GradientTransformation, grads: Updates, state: OptState, params: Params) -> OptState:
@@ -112,31 +149,42 @@ def step_(opt: GradientTransformation, grads: Updates, state: OptState, params: 
 # --------------------------------------------------------------------------------------------
 
 
-def _groups(*lists: list[Tensor]) -> list[tuple[list[Tensor], ...]] | None:
-    """Split parallel lists of leaves by (device, dtype) as torch's fused kernels need them.
+def _partition(*lists: list[Tensor]) -> list[list[int]] | None:
+    """Split the positions of parallel lists of leaves by (device, dtype), as fused kernels need.
 
-    None when some leaf cannot take the fused path (not floating point, or its companions differ
-    in shape, dtype or device, which the functional path reports with a clear error).
+    None when some leaf cannot take a fused path (not a floating-point tensor, or its companions
+    differ in shape, dtype or device, which the functional path reports with a clear error).
     """
-    groups: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], ...]] = {}
-    for leaves in zip(*lists, strict=True):
-        first = leaves[0]
-        if not isinstance(first, Tensor) or not first.is_floating_point():
+    first = lists[0]
+    if not all(isinstance(t, Tensor) for leaves in lists for t in leaves):
+        return None
+    shapes = [t.shape for t in first]
+    kinds = [(t.device, t.dtype) for t in first]
+    for leaves in lists[1:]:
+        if [t.shape for t in leaves] != shapes or [(t.device, t.dtype) for t in leaves] != kinds:
             return None
-        for t in leaves[1:]:
-            if (
-                not isinstance(t, Tensor)
-                or t.shape != first.shape
-                or t.dtype != first.dtype
-                or t.device != first.device
-            ):
-                return None
-        key = (first.device, first.dtype)
-        if key not in groups:
-            groups[key] = tuple([] for _ in lists)
-        for bucket, t in zip(groups[key], leaves, strict=True):
-            bucket.append(t)
-    return list(groups.values())
+    distinct = set(kinds)
+    if not all(dtype.is_floating_point for _, dtype in distinct):
+        return None
+    if len(distinct) == 1:
+        return [list(range(len(first)))]
+    where: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, kind in enumerate(kinds):
+        where.setdefault(kind, []).append(i)
+    return list(where.values())
+
+
+def _split(parts: list[list[int]], *lists: list[Tensor]) -> list[tuple[list[Tensor], ...]]:
+    """``lists`` cut into the groups of positions ``parts`` (no copy when there is one group)."""
+    if len(parts) == 1:
+        return [lists]
+    return [tuple([leaves[i] for i in idx] for leaves in lists) for idx in parts]
+
+
+def _groups(*lists: list[Tensor]) -> list[tuple[list[Tensor], ...]] | None:
+    """:func:`_partition` and :func:`_split` in one: the lists by (device, dtype), or None."""
+    parts = _partition(*lists)
+    return None if parts is None else _split(parts, *lists)
 
 
 def _leaves(where: str, params: Params, grads: Updates) -> tuple[list[Tensor], list[Tensor]]:
@@ -258,3 +306,176 @@ def sgd_inplace_step(
         return True
 
     return step
+
+
+# --------------------------------------------------------------------------------------------
+# The same kernels behind the functional update, on recycled buffers
+# --------------------------------------------------------------------------------------------
+
+
+def _parts(state: Any, n: int) -> tuple[Any, ...] | None:
+    return tuple(state) if isinstance(state, tuple) and len(state) == n else None
+
+
+def _differentiable(tensors: list[Tensor]) -> bool:
+    """True when autograd would record the update: the chain's ops must run, not a kernel."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _next_lr_state(lr_state: Any, lr: Tensor) -> Any:
+    """The state :func:`scale_by_learning_rate`'s update returns after using ``lr``."""
+    return type(lr_state)(lr_state.count + 1, {"learning_rate": lr}, dict(lr_state.scheduled))
+
+
+def adam_functional_step(
+    resolve_lr: Callable[[Any], Tensor], *, decoupled: bool, coupled_decay: bool, amsgrad: bool
+) -> FunctionalStep:
+    """The functional update of ``adam`` / ``adamw`` on torch's fused kernel.
+
+    New moments: copies of the old ones (into recycled buffers) that the kernel advances in
+    place. Updates: a zeroed buffer taken as the kernel's "parameters", which it leaves holding
+    ``-lr * direction``; ``adamw`` then adds ``-lr * weight_decay * params``. Four passes (two
+    copies, a fill and the kernel) instead of the chain's eight, and no new memory once warm
+    (see :mod:`fnn_optim._recycle`). Coupled decay (``adam(weight_decay=...)``) is left to the
+    chain.
+    """
+    recycler = Recycler()
+
+    def update(grads: Updates, state: Any, params: Params | None) -> Any:
+        if coupled_decay:
+            return None
+        members = _parts(state, 3 if decoupled else 2)
+        if members is None:
+            return None
+        adam_state, lr_state = members[0], members[-1]
+        h = adam_state.hyperparams
+        if h["eps_root"].item() != 0:
+            return None
+        g, gdef = _flatten(grads)
+        mu, mudef = _flatten(adam_state.mu)
+        nu, nudef = _flatten(adam_state.nu)
+        if gdef != mudef or nudef != mudef:
+            return None
+        nu_max = _tree.leaves(adam_state.nu_max) if amsgrad else nu
+        p: list[Tensor] = []
+        if decoupled:
+            if params is None:
+                return None
+            p, pdef = _flatten(params)
+            if pdef != gdef:
+                return None
+        parts = _partition(g, mu, nu, nu_max, *([p] if decoupled else []))
+        if parts is None:
+            return None
+        if _differentiable(g + mu + nu + (nu_max if amsgrad else []) + p):
+            return None
+        new_mu = recycler.take("mu", mu)
+        new_nu = recycler.take("nu", nu)
+        new_max = recycler.take("nu_max", nu_max) if amsgrad else []
+        u = recycler.take("updates", g)
+        with torch.no_grad():
+            torch._foreach_copy_(new_mu, mu)
+            torch._foreach_copy_(new_nu, nu)
+            if amsgrad:
+                torch._foreach_copy_(new_max, nu_max)
+            torch._foreach_zero_(u)
+            count = adam_state.count + 1
+            lr = resolve_lr(lr_state)
+            rate = lr.item()
+            steps = [count.to(torch.float32)]
+            for gu, gg, gm, gn, gx in _split(
+                parts, u, g, new_mu, new_nu, new_max if amsgrad else new_nu
+            ):
+                torch._fused_adam_(
+                    gu,
+                    gg,
+                    gm,
+                    gn,
+                    gx if amsgrad else [],
+                    steps * len(gu),
+                    lr=rate,
+                    beta1=h["b1"].item(),
+                    beta2=h["b2"].item(),
+                    weight_decay=0.0,
+                    eps=h["eps"].item(),
+                    amsgrad=amsgrad,
+                    maximize=False,
+                )
+            if decoupled:
+                wd = members[1].hyperparams["weight_decay"].item()
+                if wd != 0:
+                    torch._foreach_add_(u, p, alpha=-rate * wd)
+        recycler.keep("mu", new_mu)
+        recycler.keep("nu", new_nu)
+        if amsgrad:
+            recycler.keep("nu_max", new_max)
+        recycler.keep("updates", u)
+        new_adam = adam_state._replace(
+            count=count,
+            mu=_unflatten(mudef, new_mu),
+            nu=_unflatten(mudef, new_nu),
+            nu_max=_unflatten(mudef, new_max) if amsgrad else None,
+        )
+        middle = (members[1],) if decoupled else ()
+        return _unflatten(gdef, u), (new_adam, *middle, _next_lr_state(lr_state, lr))
+
+    return update
+
+
+def sgd_functional_step(
+    resolve_lr: Callable[[Any], Tensor], *, coupled_decay: bool, momentum: bool, nesterov: bool
+) -> FunctionalStep:
+    """The functional update of ``sgd`` with momentum on torch's fused kernel.
+
+    The new momentum buffer is a copy of the old one (not needed at the first step), the updates
+    a zeroed buffer the kernel leaves holding ``-lr * direction``, both recycled (see
+    :mod:`fnn_optim._recycle`). Coupled decay and momentum-free SGD are left to the chain.
+    """
+    recycler = Recycler()
+
+    def update(grads: Updates, state: Any, params: Params | None) -> Any:
+        del params
+        if coupled_decay or not momentum:
+            return None
+        members = _parts(state, 2)
+        if members is None:
+            return None
+        trace_state, lr_state = members
+        h = trace_state.hyperparams
+        m = h["momentum"].item()
+        if m == 0:
+            return None
+        g, gdef = _flatten(grads)
+        buf, bdef = _flatten(trace_state.trace)
+        parts = None if bdef != gdef else _partition(g, buf)
+        if parts is None or _differentiable(g + buf):
+            return None
+        first = bool(trace_state.count == 0)
+        new_buf = recycler.take("trace", buf)
+        u = recycler.take("updates", g)
+        with torch.no_grad():
+            if not first:  # at the first step the kernel sets the buffer to the gradient
+                torch._foreach_copy_(new_buf, buf)
+            torch._foreach_zero_(u)
+            lr = resolve_lr(lr_state)
+            for gu, gg, gb in _split(parts, u, g, new_buf):
+                torch._fused_sgd_(
+                    gu,
+                    gg,
+                    gb,
+                    weight_decay=0.0,
+                    momentum=m,
+                    lr=lr.item(),
+                    dampening=h["dampening"].item(),
+                    nesterov=nesterov,
+                    maximize=False,
+                    is_first_step=first,
+                )
+        recycler.keep("trace", new_buf)
+        recycler.keep("updates", u)
+        new_trace = trace_state._replace(
+            count=trace_state.count + 1, trace=_unflatten(bdef, new_buf)
+        )
+        return _unflatten(gdef, u), (new_trace, _next_lr_state(lr_state, lr))
+
+    return update

@@ -1,10 +1,12 @@
-"""``fnn_optim.step_``: the in-place step equals the functional update and torch.optim's step.
+"""Fused kernels behind ``fnn_optim.step_`` and behind the eager functional ``update``.
 
-sgd, adam, adamw and amsgrad take torch's fused kernels (checked by counting the kernel calls);
-every other optimizer takes the functional update and copies the new state into the old tensors.
-Both must give, over 30 steps of a random problem, the parameters and the state of the
-functional ``update`` + ``apply_updates`` (float32 tolerance: the fused kernels round
-differently), leave the state object in place, and match ``torch.optim`` with ``fused=True``.
+sgd, adam, adamw and amsgrad take torch's fused kernels (checked by counting the kernel calls):
+``step_`` in place, and the plain eager ``update`` on copies of the state in recycled buffers.
+Every other optimizer's ``step_`` takes the functional update and copies the new state into the
+old tensors. Over 30 steps of a random problem, both must give the parameters and the state of
+the optimizer's chain of transforms run op by op (``update`` + ``apply_updates``; float32
+tolerance, as the fused kernels round differently), and match ``torch.optim`` with
+``fused=True``. Recycling reuses a buffer only when nothing outside the optimizer refers to it.
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ def _problem(dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[dict, l
     return params, grads
 
 
+def _op_by_op(run, *args):
+    """``run(*args)`` with the eager ``update`` running its chain op by op: the reference."""
+    with mock.patch("fnn_optim._inplace.KERNELS_IN_UPDATE", False):
+        return run(*args)
+
+
 def _functional(opt: optim.GradientTransformation, params: dict, grads: list[dict]):
+    """``update`` + ``apply_updates`` over ``grads``, keeping every state (as a user may)."""
     params = {k: v.clone() for k, v in params.items()}
     state = opt.init(params)
     for g in grads:
@@ -55,13 +64,26 @@ def _inplace(opt: optim.GradientTransformation, params: dict, grads: list[dict])
     return params, state
 
 
+def _dropping(opt: optim.GradientTransformation, params: dict, grads: list[dict]):
+    """The usual eager loop: each old state and each update is dropped after use."""
+    params = {k: v.clone() for k, v in params.items()}
+    state = opt.init(params)
+    for g in grads:
+        updates, state = opt.update(g, state, params)
+        optim.apply_updates_(params, updates)
+        del updates
+    return params, state
+
+
 def _check_matches_functional(opt, dtype=torch.float32, seed=0):
     params, grads = _problem(dtype, seed)
-    want_p, want_s = _functional(opt, params, grads)
-    got_p, got_s = _inplace(opt, params, grads)
+    want_p, want_s = _op_by_op(_functional, opt, params, grads)
     tol = dict(rtol=2e-5, atol=2e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
-    assert_trees_all_close(got_p, want_p, **tol)
-    assert_trees_all_close(got_s, want_s, **tol)
+    for run in (_inplace, _functional, _dropping):
+        got_p, got_s = run(opt, params, grads)
+        assert_trees_all_close(got_p, want_p, **tol)
+        assert_trees_all_close(got_s, want_s, **tol)
+        assert fnn.tree.structure(got_s) == fnn.tree.structure(want_s)
 
 
 FUSED = {
@@ -76,6 +98,9 @@ FUSED = {
     "adamw amsgrad": lambda lr: optim.adamw(lr, amsgrad=True),
 }
 KERNELS = {"sgd": "_fused_sgd_", "ada": "_fused_adam_", "ams": "_fused_adam_"}
+# The functional update takes the kernel unless the chain must add coupled decay to the
+# gradients first, or there is no momentum buffer; adamw's decay is added after the kernel.
+FUNCTIONAL_FUSED = {"sgd momentum", "sgd dampening", "adam", "amsgrad", "adamw", "adamw amsgrad"}
 
 
 def _kernel(name: str) -> str:
@@ -84,14 +109,25 @@ def _kernel(name: str) -> str:
 
 @pytest.mark.parametrize("name", sorted(FUSED))
 @pytest.mark.parametrize("schedule", [False, True], ids=["constant lr", "scheduled lr"])
-def test_fused_step_equals_the_functional_update(name, schedule):
+def test_fused_paths_equal_the_chain_op_by_op(name, schedule):
     lr = optim.warmup_cosine_decay_schedule(0.0, 0.05, 5, STEPS) if schedule else 0.02
     opt = FUSED[name](lr)
-    kernel = _kernel(name)
-    real = getattr(torch, kernel)
-    with mock.patch.object(torch, kernel, side_effect=real) as spy:
-        _check_matches_functional(opt)
-    assert spy.call_count == STEPS
+    params, grads = _problem()
+    want_p, want_s = _op_by_op(_functional, opt, params, grads)
+    kernels = {k: getattr(torch, k) for k in ("_fused_sgd_", "_fused_adam_", "_fused_adamw_")}
+    for run in (_inplace, _functional, _dropping):
+        with mock.patch.multiple(
+            torch, **{k: mock.Mock(side_effect=f) for k, f in kernels.items()}
+        ):
+            got_p, got_s = run(opt, params, grads)
+            calls = {k: getattr(torch, k).call_count for k in kernels}
+        assert_trees_all_close(got_p, want_p, rtol=2e-5, atol=2e-6)
+        assert_trees_all_close(got_s, want_s, rtol=2e-5, atol=2e-6)
+        if run is _inplace:
+            assert calls == {k: STEPS if k == _kernel(name) else 0 for k in kernels}
+        elif run is _functional:  # adamw's functional path uses _fused_adam_ (decay added after)
+            want = KERNELS[name[:3]] if name in FUNCTIONAL_FUSED else None
+            assert calls == {k: STEPS if k == want else 0 for k in kernels}
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd momentum"])
@@ -162,10 +198,9 @@ def test_fused_sgd_matches_torch_fused(lr, momentum, nesterov, wd):
     ids=["rmsprop", "lion", "adam eps_root", "adamw mask", "clipped adam"],
 )
 def test_other_optimizers_step_in_place_through_the_functional_update(make):
-    with mock.patch.object(torch, "_fused_adam_") as fused_adam:
-        with mock.patch.object(torch, "_fused_adamw_") as fused_adamw:
-            _check_matches_functional(make())
-    assert fused_adam.call_count == fused_adamw.call_count == 0
+    with mock.patch.object(torch, "_fused_adamw_") as fused_adamw:
+        _check_matches_functional(make())
+    assert fused_adamw.call_count == 0
 
 
 def test_step_in_float64_is_as_exact_as_the_functional_update():
