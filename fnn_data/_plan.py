@@ -107,7 +107,11 @@ class Chunk(NamedTuple):
 
 
 _DROPPED = object()
-BLOCK = 8192  # positions whose source indices are computed together (see source_indices)
+# Positions whose source indices are computed together (see source_indices): a 256 KB block.
+# Cycle walking ends in passes over a few stragglers that cost ~40 us each whatever their size,
+# so larger blocks amortise them: per 256 shuffled indices of 50,000 records, 15.9 us with
+# 8,192-position blocks and 7.7 us with 32,768.
+BLOCK = 32768
 
 
 class Plan:
