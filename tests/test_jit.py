@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import json
 import re
 import warnings
 
@@ -478,11 +479,75 @@ def test_trees_with_empty_dicts_pass_through_a_donating_step():
 
 def test_inductor_defaults_merge_under_the_users_options():
     from fnn._src.jit import _with_defaults
+    from fnn._src.vec_isa import vec_isa_ok
 
     defaults = {"cpp.max_horizontal_fusion_size": 1, "size_asserts": False}
+    if vec_isa_ok():
+        defaults["cpp.vec_isa_ok"] = True
     assert _with_defaults({}) == {"options": defaults}
-    mine = {"cpp.max_horizontal_fusion_size": 8, "size_asserts": True, "cpp_wrapper": True}
+    mine = {
+        "cpp.max_horizontal_fusion_size": 8,
+        "size_asserts": True,
+        "cpp_wrapper": True,
+        "cpp.vec_isa_ok": None,
+    }
     assert _with_defaults({"options": mine}) == {"options": mine}  # the user's values win
     assert _with_defaults({"options": None})["options"] == defaults
     for untouched in ({"mode": "max-autotune-no-cudagraphs"}, {"backend": "aot_eager"}):
         assert _with_defaults(untouched) == untouched  # mode excludes options; not inductor
+
+
+# ---- the remembered vector-ISA verdict (fnn._src.vec_isa) ----------------------------------
+
+
+@pytest.fixture
+def fresh_isa_record(tmp_path, monkeypatch):
+    from fnn._src import vec_isa
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    vec_isa.vec_isa_ok.cache_clear()
+    yield vec_isa, tmp_path
+    vec_isa.vec_isa_ok.cache_clear()
+
+
+def test_the_isa_verdict_is_probed_once_then_read_back(fresh_isa_record, monkeypatch):
+    vec_isa, root = fresh_isa_record
+    if vec_isa._identity() is None:
+        pytest.skip("no verdict is formed on this platform")  # checked: vec_isa_ok() is False
+    probes = []
+    monkeypatch.setattr(vec_isa, "_verdict", lambda: probes.append(1) or True)
+    assert vec_isa.vec_isa_ok() is True and probes == [1]
+    (record,) = (root / "fnn").glob("vec_isa_*.json")
+    assert json.loads(record.read_text()) == {"all_passed": True}
+    vec_isa.vec_isa_ok.cache_clear()  # a new process: reads the record, probes nothing
+    assert vec_isa.vec_isa_ok() is True and probes == [1]
+    record.write_text(json.dumps({"all_passed": False}))
+    vec_isa.vec_isa_ok.cache_clear()
+    assert vec_isa.vec_isa_ok() is False and probes == [1]
+
+
+def test_the_isa_verdict_is_inductors_own_probe(fresh_isa_record):
+    # the recorded verdict is True exactly when inductor's probed list is every advertised ISA
+    vec_isa, _ = fresh_isa_record
+    from torch._inductor import config, cpu_vec_isa
+
+    probed = [str(i) for i in cpu_vec_isa.valid_vec_isa_list()]
+    with config.patch({"cpp.vec_isa_ok": True}):
+        advertised = [str(i) for i in cpu_vec_isa.valid_vec_isa_list.__wrapped__()]
+    assert vec_isa._verdict() is (bool(advertised) and probed == advertised)
+
+
+def test_a_users_isa_setting_or_any_failure_leaves_inductor_alone(fresh_isa_record, monkeypatch):
+    vec_isa, root = fresh_isa_record
+    from torch._inductor import config
+
+    with config.patch({"cpp.vec_isa_ok": False}):
+        assert vec_isa.vec_isa_ok() is False
+    vec_isa.vec_isa_ok.cache_clear()
+
+    def broken():
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(vec_isa, "_identity", broken)
+    assert vec_isa.vec_isa_ok() is False
+    assert not (root / "fnn").exists()

@@ -33,6 +33,7 @@ import torch
 
 from fnn._src import tree as _tree
 from fnn._src.tracing import plain_eager
+from fnn._src.vec_isa import vec_isa_ok
 
 __all__ = ["jit"]
 
@@ -136,7 +137,10 @@ def jit(
             streams from ~100 arrays at once. A 150-tensor Adam step took 18.0 ms with 16 and
             9.5 ms with 1 (torch's fused kernel: 8.4 ms); the models of ``benchmarks.run``
             did not change speed. It also turns off ``size_asserts`` (dynamo's guards already
-            check the inputs' sizes and strides).
+            check the inputs' sizes and strides), and sets ``cpp.vec_isa_ok`` once inductor's
+            own vector-ISA probes have passed on this machine (recorded under inductor's cache
+            directory by the first process): later processes skip six child processes, about
+            1 s of a warm-cache start here.
 
     Returns:
         A callable with the signature of ``fun`` and the attributes ``num_compiles`` (graphs
@@ -718,14 +722,18 @@ _INDUCTOR_DEFAULTS = {"cpp.max_horizontal_fusion_size": 1, "size_asserts": False
 
 
 def _with_defaults(compile_options: dict[str, Any]) -> dict[str, Any]:
-    """``compile_options`` with fnn's inductor defaults under the user's ``options``."""
+    """``compile_options`` with fnn's inductor defaults under the user's ``options``.
+
+    Also ``cpp.vec_isa_ok=True`` once inductor's vector-ISA probes are known to pass on this
+    machine (:mod:`fnn._src.vec_isa`: skips six child processes when a process starts).
+    """
     backend = compile_options.get("backend", "inductor")
     if backend != "inductor" or "mode" in compile_options:  # torch.compile: mode xor options
         return compile_options
-    return {
-        **compile_options,
-        "options": {**_INDUCTOR_DEFAULTS, **(compile_options.get("options") or {})},
-    }
+    defaults = dict(_INDUCTOR_DEFAULTS)
+    if vec_isa_ok():
+        defaults["cpp.vec_isa_ok"] = True
+    return {**compile_options, "options": {**defaults, **(compile_options.get("options") or {})}}
 
 
 def _base_of(x: torch.Tensor) -> torch.Tensor:
