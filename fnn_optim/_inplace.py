@@ -156,7 +156,7 @@ def _partition(*lists: list[Tensor]) -> list[list[int]] | None:
     differ in shape, dtype or device, which the functional path reports with a clear error).
     """
     first = lists[0]
-    if not all(isinstance(t, Tensor) for leaves in lists for t in leaves):
+    if not all(isinstance(t, Tensor) and t.layout == torch.strided for ls in lists for t in ls):
         return None
     shapes = [t.shape for t in first]
     kinds = [(t.device, t.dtype) for t in first]
@@ -317,8 +317,11 @@ def _parts(state: Any, n: int) -> tuple[Any, ...] | None:
     return tuple(state) if isinstance(state, tuple) and len(state) == n else None
 
 
-def _differentiable(tensors: list[Tensor]) -> bool:
-    """True when autograd would record the update: the chain's ops must run, not a kernel."""
+def _unsuitable(tensors: list[Tensor]) -> bool:
+    """True when the chain's ops must run instead of a kernel on recycled buffers: autograd
+    would record the update, or a leaf is a tensor subclass (whose own ops must run)."""
+    if any(type(t) is not Tensor for t in tensors):
+        return True
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
@@ -367,7 +370,9 @@ def adam_functional_step(
         parts = _partition(g, mu, nu, nu_max, *([p] if decoupled else []))
         if parts is None:
             return None
-        if _differentiable(g + mu + nu + (nu_max if amsgrad else []) + p):
+        if _unsuitable(g + mu + nu + (nu_max if amsgrad else [])) or (
+            torch.is_grad_enabled() and any(t.requires_grad for t in p)
+        ):
             return None
         new_mu = recycler.take("mu", mu)
         new_nu = recycler.take("nu", nu)
@@ -448,7 +453,7 @@ def sgd_functional_step(
         g, gdef = _flatten(grads)
         buf, bdef = _flatten(trace_state.trace)
         parts = None if bdef != gdef else _partition(g, buf)
-        if parts is None or _differentiable(g + buf):
+        if parts is None or _unsuitable(g + buf):
             return None
         first = bool(trace_state.count == 0)
         new_buf = recycler.take("trace", buf)

@@ -69,8 +69,15 @@ def _unreferenced(tensors: list[Tensor]) -> bool:
 
 
 def _same_layout(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:
+    """Whether the kept tensors ``a`` can hold values laid out like ``b`` and be written now
+    (an inference tensor only inside ``torch.inference_mode``)."""
+    writable = torch.is_inference_mode_enabled()
     return len(a) == len(b) and all(
-        x.shape == y.shape and x.dtype == y.dtype and x.device == y.device and type(x) is Tensor
+        x.shape == y.shape
+        and x.dtype == y.dtype
+        and x.device == y.device
+        and type(x) is Tensor
+        and (writable or not x.is_inference())
         for x, y in zip(a, b, strict=True)
     )
 

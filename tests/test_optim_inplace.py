@@ -135,11 +135,12 @@ def test_fused_step_groups_leaves_by_dtype(name):
     params, grads = _problem(torch.float64)
     params["w"], grads = params["w"].float(), [{**g, "w": g["w"].float()} for g in grads]
     opt = FUSED[name](0.01)
-    want_p, want_s = _functional(opt, params, grads)
-    got_p, got_s = _inplace(opt, params, grads)
-    assert got_p["w"].dtype == torch.float32 and got_p["b"].dtype == torch.float64
-    assert_trees_all_close(got_p, want_p, rtol=2e-5, atol=2e-6)
-    assert_trees_all_close(got_s, want_s, rtol=2e-5, atol=2e-6)
+    want_p, want_s = _op_by_op(_functional, opt, params, grads)
+    for run in (_inplace, _functional, _dropping):
+        got_p, got_s = run(opt, params, grads)
+        assert got_p["w"].dtype == torch.float32 and got_p["b"].dtype == torch.float64
+        assert_trees_all_close(got_p, want_p, rtol=2e-5, atol=2e-6)
+        assert_trees_all_close(got_s, want_s, rtol=2e-5, atol=2e-6)
 
 
 @settings(max_examples=10, deadline=None)

@@ -123,3 +123,65 @@ def test_differentiable_inputs_take_the_chain_and_keep_the_graph():
         grads[0], opt.init(params), params
     )
     assert_trees_all_close(updates, want, rtol=1e-6, atol=1e-7)
+
+
+def _reference(make, params, grads):
+    """The same steps with the chain op by op (no kernels, no recycling)."""
+    from unittest import mock
+
+    opt = make()
+    params = {k: v.clone() for k, v in params.items()}
+    state = opt.init(params)
+    with mock.patch("fnn_optim._inplace.KERNELS_IN_UPDATE", False):
+        for g in grads:
+            updates, state = opt.update(g, state, params)
+            optim.apply_updates_(params, updates)
+    return params, state
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_buffers_made_under_inference_mode_are_not_written_outside_it(name):
+    opt, params, grads = _setup(OPTIMIZERS[name])
+    want_p, want_s = _reference(OPTIMIZERS[name], params, grads)
+    state = opt.init(params)
+    for i, g in enumerate(grads):
+        if i < 3:
+            with torch.inference_mode():
+                updates, state = opt.update(g, state, params)
+                optim.apply_updates_(params, updates)
+            state = fnn.tree.map(torch.clone, state)  # normal tensors again
+        else:
+            updates, state = opt.update(g, state, params)
+            optim.apply_updates_(params, updates)
+        del updates
+    assert_trees_all_close(params, want_p, rtol=2e-5, atol=2e-6)
+    assert_trees_all_close(state, want_s, rtol=2e-5, atol=2e-6)
+
+
+class _Tagged(torch.Tensor):
+    """A trivial tensor subclass: its own ops must run, so no fused kernel takes it."""
+
+
+def test_tensor_subclasses_take_the_chain():
+    from unittest import mock
+
+    opt, params, grads = _setup(OPTIMIZERS["adam"])
+    tagged = [{k: v.as_subclass(_Tagged) for k, v in g.items()} for g in grads]
+    want_p, _ = _reference(OPTIMIZERS["adam"], params, grads)
+    state = opt.init(params)
+    with mock.patch.object(torch, "_fused_adam_") as kernel:
+        for g in tagged:
+            updates, state = opt.update(g, state, params)
+            optim.apply_updates_(params, {k: torch.Tensor(v) for k, v in updates.items()})
+    assert kernel.call_count == 0
+    assert_trees_all_close(params, want_p, rtol=1e-6, atol=1e-7)
+
+
+def test_adamw_keeps_the_graph_through_parameters_that_require_grad():
+    opt, params, grads = _setup(OPTIMIZERS["adamw"])
+    leaf = {k: v.clone().requires_grad_() for k, v in params.items()}
+    updates, _ = opt.update(grads[0], opt.init(leaf), leaf)  # the decay reads the params
+    assert all(u.grad_fn is not None for u in updates.values())
+    adam = OPTIMIZERS["adam"]()
+    updates, _ = adam.update(grads[0], adam.init(leaf), leaf)  # Adam never reads them
+    assert all(u.grad_fn is None for u in updates.values())
