@@ -9,9 +9,13 @@ mixes the low half with a round key through the splitmix64 finaliser, xors the r
 high half, then swaps the halves. Every round is a bijection, so the network is, and cycle
 walking keeps it one on ``[0, n)``.
 
-Cost: O(1) memory (8 round keys) and ~100 vectorised numpy operations per call, whatever
-``n`` is; ``n = 10**9`` works with nothing materialised. Cycle walking applies the network
-fewer than 2 times per index on average once ``n > 64``. The floor of 6 bits is there for
+Cost: memory independent of ``n`` and ~50 vectorised numpy operations per call; ``n = 10**9``
+works with nothing materialised. Up to 32 bits (``n <= 2**32``) each round's function of the low
+half (at most 16 bits) is tabulated once per epoch (:func:`_tables`: at most 2 MB for all 8
+rounds, 8 KB for ``n = 50,000``), which gives the arithmetic's values exactly: per 256
+shuffled indices of 50,000 records, 23.3 us computed, 14.0 us looked up (7.7 us with the
+32,768-position blocks of ``_plan``). Above 32 bits it is computed. Cycle walking applies the
+network fewer than 2 times per index on average once ``n > 64``. The floor of 6 bits is there for
 quality: with halves of 1 or 2 bits a Feistel network mixes poorly (a chi-square test over
 20,000 seeds found the positions of a 5-record shuffle measurably non-uniform with 3 bits,
 and uniform with 6). Below ``SMALL`` records, where walking costs up to 32 network passes,
