@@ -478,23 +478,94 @@ def test_trees_with_empty_dicts_pass_through_a_donating_step():
 
 
 def test_inductor_defaults_merge_under_the_users_options():
-    from fnn._src.jit import _with_defaults
+    from fnn._src.jit import _Inductor, _with_defaults
     from fnn._src.vec_isa import vec_isa_ok
+
+    def config(options):  # inductor's config names: "cpp.vec_isa_ok" as given, dashes as _
+        return {k.replace("-", "_"): v for k, v in options.items()}
 
     defaults = {"cpp.max_horizontal_fusion_size": 1, "size_asserts": False}
     if vec_isa_ok():
         defaults["cpp.vec_isa_ok"] = True
-    assert _with_defaults({}) == {"options": defaults}
+    made = _with_defaults({})
+    assert list(made) == ["backend"] and isinstance(made["backend"], _Inductor)
+    assert made["backend"].config == config(defaults)
     mine = {
         "cpp.max_horizontal_fusion_size": 8,
         "size_asserts": True,
         "cpp_wrapper": True,
         "cpp.vec_isa_ok": None,
     }
-    assert _with_defaults({"options": mine}) == {"options": mine}  # the user's values win
-    assert _with_defaults({"options": None})["options"] == defaults
+    made = _with_defaults({"options": mine, "disable": False}, dynamic=True)
+    assert made["backend"].config == config(mine)  # the user's values win
+    assert made["backend"].dynamic is True and made["disable"] is False
+    assert _with_defaults({"options": None})["backend"].config == config(defaults)
+    assert _with_defaults({"backend": "inductor"})["backend"] == _with_defaults({})["backend"]
     for untouched in ({"mode": "max-autotune-no-cudagraphs"}, {"backend": "aot_eager"}):
         assert _with_defaults(untouched) == untouched  # mode excludes options; not inductor
+
+
+def _graph_of(fn, *args):
+    gm = torch.fx.symbolic_trace(fn)
+    gm(*args)
+    return gm
+
+
+def test_graphs_that_train_batch_norm_are_recognised():
+    from fnn._src.jit import _trains_batch_norm
+
+    x, w, b = torch.randn(4, 3, 5, 5), torch.ones(3), torch.zeros(3)
+    rm, rv = torch.zeros(3), torch.ones(3)
+    F = torch.nn.functional
+    trains = [
+        lambda x: F.batch_norm(x, None, None, w, b, True, 0.0, 1e-5),
+        lambda x: F.batch_norm(x, rm.clone(), rv.clone(), w, b, training=True),
+        lambda x: torch.batch_norm(x, w, b, rm.clone(), rv.clone(), True, 0.1, 1e-5, False),
+    ]
+    evaluates = [
+        lambda x: F.batch_norm(x, rm, rv, w, b, False, 0.0, 1e-5),
+        lambda x: F.batch_norm(x, rm, rv, w, b),
+        lambda x: F.conv2d(x, torch.ones(2, 3, 3, 3)).relu(),
+    ]
+    assert all(_trains_batch_norm(_graph_of(f, x)) for f in trains)
+    assert not any(_trains_batch_norm(_graph_of(f, x)) for f in evaluates)
+
+
+@pytest.mark.parametrize("trains", [True, False])
+def test_layout_optimization_is_off_only_for_graphs_that_train_batch_norm(trains, monkeypatch):
+    from fnn._src.jit import _Inductor
+
+    seen = []
+    monkeypatch.setattr(
+        torch._TorchCompileInductorWrapper,
+        "__call__",
+        lambda self, gm, inputs, config_patches=None, **kw: seen.append(config_patches),
+    )
+    w, b, rm, rv = torch.ones(3), torch.zeros(3), torch.zeros(3), torch.ones(3)
+    x = torch.randn(4, 3, 2, 2)
+    gm = _graph_of(
+        lambda x: torch.nn.functional.batch_norm(x, rm.clone(), rv.clone(), w, b, trains), x
+    )
+    _Inductor({}, None)(gm, [x])
+    _Inductor({"layout_optimization": True}, None)(gm, [x])  # an explicit choice wins
+    assert seen == [{"layout_optimization": False} if trains else {}, {}]
+
+
+def test_a_jitted_batch_norm_train_step_equals_eager():
+    from fnn import nn
+
+    model = nn.Sequential([nn.Conv2d(4, 3, padding=1), nn.BatchNorm2d(), nn.relu])
+    x = torch.randn(2, 3, 5, 5)
+    params, state = model.init(fnn.random.key(0), x)
+
+    def loss(p, s, x):
+        y, s = model.apply(p, x, state=s, train=True)
+        return (y**2).mean(), s
+
+    step = fnn.value_and_grad(loss, has_aux=True)
+    want = step(params, state, x)
+    got = fnn.jit(step)(params, state, x)
+    assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 # ---- the remembered vector-ISA verdict (fnn._src.vec_isa) ----------------------------------
