@@ -5,7 +5,11 @@
 (the step count and every hyperparameter are 0-d tensors), so compiled steps never recompile;
 :func:`get_hyperparams` / :func:`set_hyperparams` read and change any optimizer's hyperparameters.
 For eager loops that want ``torch.optim``'s memory behaviour, :func:`step_` does a step in place
-(on torch's fused kernels for ``sgd``, ``adam`` and ``adamw``).
+(on torch's fused kernels for ``sgd``, ``adam`` and ``adamw``). Eagerly, the functional
+``update`` of ``adam``, ``adamw``, ``amsgrad`` and ``sgd`` with momentum runs the same kernels
+on copies of the state, written into buffers of states and updates it returned two steps
+before once nothing else refers to them (no page faults for memory the allocator would hand
+back to the OS each step); the results are the chain's to float rounding.
 Optimizer defaults follow ``torch.optim`` wherever torch has the optimizer.
 """
 

@@ -740,6 +740,8 @@ def _with_defaults(compile_options: dict[str, Any], dynamic: bool | None = None)
     if vec_isa_ok():
         defaults["cpp.vec_isa_ok"] = True
     options = {**defaults, **(compile_options.get("options") or {})}
+    if _Inductor is None:
+        return {**compile_options, "options": options}
     rest = {k: v for k, v in compile_options.items() if k not in ("backend", "options")}
     return {**rest, "backend": _Inductor(options, dynamic)}
 
@@ -760,26 +762,40 @@ def _trains_batch_norm(gm: torch.fx.GraphModule) -> bool:
     return False
 
 
-class _Inductor(torch._TorchCompileInductorWrapper):
-    """Inductor, with channels-last layout optimization off for graphs that train BatchNorm.
+_InductorWrapper: Any = getattr(torch, "_TorchCompileInductorWrapper", None)
 
-    On CPU, inductor converts every convolution graph to channels-last when oneDNN is available.
-    Measured here (``fnn.jit`` train steps, 2 threads): a conv32-pool-conv64-pool-fc128-fc10 net
-    on 64 images of 3x32x32 took 32.4 ms with it and 40.7 ms without; the same net with
-    BatchNorm after each convolution took 36.3 ms with it and 31.0 ms without, and ResNet-18 on
-    16 images of 3x64x64 182 ms against 146 ms (eager ``torch.nn``: 133 ms). An explicit
-    ``layout_optimization`` in ``options`` always wins.
-    """
 
-    def __init__(self, options: dict[str, Any], dynamic: bool | None) -> None:
-        super().__init__(None, options, dynamic)
+if _InductorWrapper is not None:
 
-    def __call__(self, model_: Any, inputs_: Any, **kwargs: Any) -> Any:
-        patches = dict(kwargs.pop("config_patches", None) or {})
-        chosen = "layout_optimization" in self.config or "layout_optimization" in patches
-        if not chosen and isinstance(model_, torch.fx.GraphModule) and _trains_batch_norm(model_):
-            patches["layout_optimization"] = False
-        return super().__call__(model_, inputs_, config_patches=patches, **kwargs)
+    class _Inductor(_InductorWrapper):  # type: ignore[misc, valid-type]
+        """Inductor, with channels-last layout optimization off for graphs training BatchNorm.
+
+        On CPU, inductor converts every convolution graph to channels-last when oneDNN is
+        available. Measured here (``fnn.jit`` train steps, 2 threads): a conv32-pool-conv64-
+        pool-fc128-fc10 net on 64 images of 3x32x32 took 32.4 ms with it and 40.7 ms without;
+        the same net with BatchNorm after each convolution 36.3 ms with it and 31.0 ms without,
+        and ResNet-18 on 16 images of 3x64x64 182 ms against 146 ms (eager ``torch.nn``:
+        133 ms). An explicit ``layout_optimization`` in ``options`` always wins.
+        """
+
+        def __init__(self, options: dict[str, Any], dynamic: bool | None) -> None:
+            super().__init__(None, options, dynamic)
+
+        def __call__(self, model_: Any, inputs_: Any, **kwargs: Any) -> Any:
+            chosen = "layout_optimization" in self.config or "layout_optimization" in (
+                kwargs.get("config_patches") or {}
+            )
+            if chosen or not isinstance(model_, torch.fx.GraphModule):
+                return super().__call__(model_, inputs_, **kwargs)
+            if not _trains_batch_norm(model_):
+                return super().__call__(model_, inputs_, **kwargs)
+            from torch._inductor import config
+
+            with config.patch({"layout_optimization": False}):  # seen by compile_fx and its cache
+                return super().__call__(model_, inputs_, **kwargs)
+
+else:  # a torch without this wrapper: inductor by name, with the options as given
+    _Inductor = None  # type: ignore[assignment, misc]
 
 
 def _base_of(x: torch.Tensor) -> torch.Tensor:
