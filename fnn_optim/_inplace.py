@@ -330,6 +330,22 @@ def _next_lr_state(lr_state: Any, lr: Tensor) -> Any:
     return type(lr_state)(lr_state.count + 1, {"learning_rate": lr}, dict(lr_state.scheduled))
 
 
+def _with_coupled_decay(
+    recycler: Recycler, g: list[Tensor], p: list[Tensor], decay_state: Any
+) -> list[Tensor]:
+    """``g + weight_decay * p`` in a recycled buffer (``g`` itself without coupled decay)."""
+    if decay_state is None:
+        return g
+    wd = decay_state.hyperparams["weight_decay"].item()
+    if wd == 0:
+        return g
+    decayed = recycler.take("decayed grads", g)
+    torch._foreach_copy_(decayed, g)
+    torch._foreach_add_(decayed, p, alpha=wd)
+    recycler.keep("decayed grads", decayed)
+    return decayed
+
+
 def adam_functional_step(
     resolve_lr: Callable[[Any], Tensor], *, decoupled: bool, coupled_decay: bool, amsgrad: bool
 ) -> FunctionalStep:
@@ -339,18 +355,17 @@ def adam_functional_step(
     place. Updates: a zeroed buffer taken as the kernel's "parameters", which it leaves holding
     ``-lr * direction``; ``adamw`` then adds ``-lr * weight_decay * params``. Four passes (two
     copies, a fill and the kernel) instead of the chain's eight, and no new memory once warm
-    (see :mod:`fnn_optim._recycle`). Coupled decay (``adam(weight_decay=...)``) is left to the
-    chain.
+    (see :mod:`fnn_optim._recycle`). Coupled decay (``adam(weight_decay=...)``) first writes
+    ``grads + weight_decay * params`` into a recycled buffer (the chain's first transform).
     """
     recycler = Recycler()
 
     def update(grads: Updates, state: Any, params: Params | None) -> Any:
-        if coupled_decay:
-            return None
-        members = _parts(state, 3 if decoupled else 2)
+        members = _parts(state, 3 if decoupled or coupled_decay else 2)
         if members is None:
             return None
-        adam_state, lr_state = members[0], members[-1]
+        adam_state = members[1] if coupled_decay else members[0]
+        lr_state = members[-1]
         h = adam_state.hyperparams
         if h["eps_root"].item() != 0:
             return None
@@ -361,13 +376,13 @@ def adam_functional_step(
             return None
         nu_max = _tree.leaves(adam_state.nu_max) if amsgrad else nu
         p: list[Tensor] = []
-        if decoupled:
+        if decoupled or coupled_decay:
             if params is None:
                 return None
             p, pdef = _flatten(params)
             if pdef != gdef:
                 return None
-        parts = _partition(g, mu, nu, nu_max, *([p] if decoupled else []))
+        parts = _partition(g, mu, nu, nu_max, *([p] if p else []))
         if parts is None:
             return None
         if _unsuitable(g + mu + nu + (nu_max if amsgrad else [])) or (
@@ -379,6 +394,7 @@ def adam_functional_step(
         new_max = recycler.take("nu_max", nu_max) if amsgrad else []
         u = recycler.take("updates", g)
         with torch.no_grad():
+            g = _with_coupled_decay(recycler, g, p, members[0] if coupled_decay else None)
             torch._foreach_copy_(new_mu, mu)
             torch._foreach_copy_(new_nu, nu)
             if amsgrad:
@@ -421,8 +437,11 @@ def adam_functional_step(
             nu=_unflatten(mudef, new_nu),
             nu_max=_unflatten(mudef, new_max) if amsgrad else None,
         )
+        new_lr = _next_lr_state(lr_state, lr)
+        if coupled_decay:
+            return _unflatten(gdef, u), (members[0], new_adam, new_lr)
         middle = (members[1],) if decoupled else ()
-        return _unflatten(gdef, u), (new_adam, *middle, _next_lr_state(lr_state, lr))
+        return _unflatten(gdef, u), (new_adam, *middle, new_lr)
 
     return update
 
@@ -434,31 +453,41 @@ def sgd_functional_step(
 
     The new momentum buffer is a copy of the old one (not needed at the first step), the updates
     a zeroed buffer the kernel leaves holding ``-lr * direction``, both recycled (see
-    :mod:`fnn_optim._recycle`). Coupled decay and momentum-free SGD are left to the chain.
+    :mod:`fnn_optim._recycle`). Coupled decay first writes ``grads + weight_decay * params``
+    into a recycled buffer. Momentum-free SGD is left to the chain (one multiplication).
     """
     recycler = Recycler()
 
     def update(grads: Updates, state: Any, params: Params | None) -> Any:
-        del params
-        if coupled_decay or not momentum:
+        if not momentum:
             return None
-        members = _parts(state, 2)
+        members = _parts(state, 3 if coupled_decay else 2)
         if members is None:
             return None
-        trace_state, lr_state = members
+        trace_state, lr_state = members[-2], members[-1]
         h = trace_state.hyperparams
         m = h["momentum"].item()
         if m == 0:
             return None
         g, gdef = _flatten(grads)
         buf, bdef = _flatten(trace_state.trace)
-        parts = None if bdef != gdef else _partition(g, buf)
+        p: list[Tensor] = []
+        if coupled_decay:
+            if params is None:
+                return None
+            p, pdef = _flatten(params)
+            if pdef != gdef:
+                return None
+        parts = None if bdef != gdef else _partition(g, buf, *([p] if p else []))
         if parts is None or _unsuitable(g + buf):
+            return None
+        if torch.is_grad_enabled() and any(t.requires_grad for t in p):
             return None
         first = bool(trace_state.count == 0)
         new_buf = recycler.take("trace", buf)
         u = recycler.take("updates", g)
         with torch.no_grad():
+            g = _with_coupled_decay(recycler, g, p, members[0] if coupled_decay else None)
             if not first:  # at the first step the kernel sets the buffer to the gradient
                 torch._foreach_copy_(new_buf, buf)
             torch._foreach_zero_(u)
@@ -481,6 +510,9 @@ def sgd_functional_step(
         new_trace = trace_state._replace(
             count=trace_state.count + 1, trace=_unflatten(bdef, new_buf)
         )
-        return _unflatten(gdef, u), (new_trace, _next_lr_state(lr_state, lr))
+        new_lr = _next_lr_state(lr_state, lr)
+        if coupled_decay:
+            return _unflatten(gdef, u), (members[0], new_trace, new_lr)
+        return _unflatten(gdef, u), (new_trace, new_lr)
 
     return update

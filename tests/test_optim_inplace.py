@@ -98,9 +98,18 @@ FUSED = {
     "adamw amsgrad": lambda lr: optim.adamw(lr, amsgrad=True),
 }
 KERNELS = {"sgd": "_fused_sgd_", "ada": "_fused_adam_", "ams": "_fused_adam_"}
-# The functional update takes the kernel unless the chain must add coupled decay to the
-# gradients first, or there is no momentum buffer; adamw's decay is added after the kernel.
-FUNCTIONAL_FUSED = {"sgd momentum", "sgd dampening", "adam", "amsgrad", "adamw", "adamw amsgrad"}
+# The functional update takes the kernel unless there is no momentum buffer (plain sgd); coupled
+# decay is added to the gradients before it, adamw's decay to the updates after it.
+FUNCTIONAL_FUSED = {
+    "sgd momentum",
+    "sgd nesterov + decay",
+    "sgd dampening",
+    "adam",
+    "adam coupled decay",
+    "amsgrad",
+    "adamw",
+    "adamw amsgrad",
+}
 
 
 def _kernel(name: str) -> str:

@@ -1,9 +1,10 @@
 """The eager functional update reuses the buffers of states and updates nobody holds any more.
 
-``adam``, ``adamw``, ``amsgrad`` and ``sgd`` with momentum write their new moments and updates
-into buffers they returned two steps earlier, once nothing outside the optimizer refers to them
-(``fnn_optim._recycle``). A state or an update still held in any way (a Python reference, a
-view, a detached alias, a numpy array, a DLPack capsule) must keep its values.
+``adam``, ``adamw``, ``amsgrad`` and ``sgd`` with momentum (with or without coupled weight decay)
+write their new moments and updates into buffers they returned two steps earlier, once nothing
+outside the optimizer refers to them (``fnn_optim._recycle``). A state or an update still held
+in any way (a Python reference, a view, a detached alias, a numpy array, a DLPack capsule) must
+keep its values.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ OPTIMIZERS = {
     "adamw": lambda: optim.adamw(0.05, weight_decay=0.1),
     "amsgrad": lambda: optim.amsgrad(0.05),
     "sgd momentum": lambda: optim.sgd(0.05, momentum=0.9),
+    "adam coupled decay": lambda: optim.adam(0.05, weight_decay=0.1),
+    "sgd nesterov + decay": lambda: optim.sgd(0.05, momentum=0.9, nesterov=True, weight_decay=0.1),
 }
 
 
