@@ -203,13 +203,9 @@ def _scheduled(*names: str) -> dict[str, None]:
     return dict.fromkeys(names)
 
 
-def _plain_eager() -> bool:
-    """True outside ``torch.compile`` and outside torch.func transforms (``vmap``, ``grad``).
-
-    Only then may an update read a hyperparameter with ``.item()`` to pick a cheaper eager
-    kernel (a Python scalar); traced or batched code keeps everything as tensors.
-    """
-    return plain_eager()
+# Only in plain eager mode may an update read a hyperparameter with ``.item()`` to pick a
+# cheaper eager kernel (a Python scalar); traced or batched code keeps everything as tensors.
+_plain_eager = plain_eager
 
 
 def _n(value: Tensor, n: int) -> list[Tensor]:

@@ -24,9 +24,8 @@ from fnn_optim._hoist import hoist
 Leaves = Sequence[Tensor]
 
 
-def _transformed() -> bool:
-    """Inside a torch.func transform the per-leaf ops are used (see ``fnn._src.tracing``)."""
-    return in_transform()
+# Inside a torch.func transform the per-leaf ops are used (see ``fnn._src.tracing``).
+_transformed = in_transform
 
 
 def _nth(arg: Any, i: int) -> Any:

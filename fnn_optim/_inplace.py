@@ -211,6 +211,90 @@ def _learning_rate(resolve: Callable[[Any], Tensor], lr_state: Any) -> Tensor:
     return lr
 
 
+def _adam_layout(state: Any, *, decoupled: bool, coupled_decay: bool) -> tuple[int, Any] | None:
+    """Where ``scale_by_adam``'s state sits in an ``adam``/``adamw`` chain state, and the
+    ``add_decayed_weights`` state (None without one); None for a state of another shape."""
+    n = 3 if decoupled or coupled_decay else 2
+    if not isinstance(state, tuple) or len(state) != n:
+        return None
+    if coupled_decay:  # (decay, adam, lr)
+        return 1, state[0]
+    return 0, state[1] if decoupled else None  # (adam, decay, lr) or (adam, lr)
+
+
+def _sgd_layout(state: Any, *, coupled_decay: bool, momentum: bool) -> Any | None:
+    """The ``add_decayed_weights`` state of an ``sgd`` chain state (None without one), or
+    ``False`` for a state of another shape. The trace, if any, is ``state[-2]``."""
+    n = 1 + coupled_decay + momentum
+    if not isinstance(state, tuple) or len(state) != n:
+        return False
+    return state[0] if coupled_decay else None
+
+
+def _replaced(state: tuple[Any, ...], changes: dict[int, Any]) -> tuple[Any, ...]:
+    members = list(state)
+    for i, member in changes.items():
+        members[i] = member
+    return tuple(members)
+
+
+def _run_adam(
+    kernel: Any,
+    groups: list[tuple[list[Tensor], ...]],
+    count: Tensor,
+    lr: float,
+    h: dict[str, Tensor],
+    *,
+    amsgrad: bool,
+    weight_decay: float = 0.0,
+) -> None:
+    """``kernel`` (``torch._fused_adam_`` or ``_fused_adamw_``) on each (device, dtype) group of
+    (params, grads, mu, nu, nu_max) lists, at step ``count``."""
+    steps = [count.to(torch.float32)]
+    for gp, gg, gm, gn, gx in groups:
+        kernel(
+            gp,
+            gg,
+            gm,
+            gn,
+            gx if amsgrad else [],
+            steps * len(gp),
+            lr=lr,
+            beta1=h["b1"].item(),
+            beta2=h["b2"].item(),
+            weight_decay=weight_decay,
+            eps=h["eps"].item(),
+            amsgrad=amsgrad,
+            maximize=False,
+        )
+
+
+def _run_sgd(
+    groups: list[tuple[list[Tensor], ...]],
+    h: dict[str, Tensor] | None,
+    lr: float,
+    *,
+    nesterov: bool,
+    first: bool,
+    weight_decay: float = 0.0,
+) -> None:
+    """``torch._fused_sgd_`` on each group of (params, grads, momentum buffers) lists; ``h`` is
+    the trace's hyperparameters (None: no momentum, the buffers are not used)."""
+    for gp, gg, gb in groups:
+        torch._fused_sgd_(
+            gp,
+            gg,
+            gb if h is not None else [],
+            weight_decay=weight_decay,
+            momentum=0.0 if h is None else h["momentum"].item(),
+            lr=lr,
+            dampening=0.0 if h is None else h["dampening"].item(),
+            nesterov=nesterov,
+            maximize=False,
+            is_first_step=first,
+        )
+
+
 def adam_inplace_step(
     resolve_lr: Callable[[Any], Tensor], *, decoupled: bool, coupled_decay: bool, amsgrad: bool
 ) -> InplaceStep:
@@ -221,15 +305,11 @@ def adam_inplace_step(
     """
 
     def step(grads: Updates, state: Any, params: Params) -> bool:
-        if coupled_decay:
-            decay_state, adam_state, lr_state = state
-            wd = decay_state.hyperparams["weight_decay"]
-        elif decoupled:
-            adam_state, decay_state, lr_state = state
-            wd = decay_state.hyperparams["weight_decay"]
-        else:
-            adam_state, lr_state = state
-            wd = None
+        layout = _adam_layout(state, decoupled=decoupled, coupled_decay=coupled_decay)
+        if layout is None:  # the functional path reports the malformed state
+            return False
+        at, decay_state = layout
+        adam_state, lr_state = state[at], state[-1]
         h = adam_state.hyperparams
         if h["eps_root"].item() != 0:
             return False
@@ -241,24 +321,9 @@ def adam_inplace_step(
             return False
         lr = _learning_rate(resolve_lr, lr_state).item()
         adam_state.count.add_(1)
-        steps = [adam_state.count.to(torch.float32)]
+        wd = 0.0 if decay_state is None else decay_state.hyperparams["weight_decay"].item()
         kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
-        for gp, gg, gm, gn, gx in groups:
-            kernel(
-                gp,
-                gg,
-                gm,
-                gn,
-                gx if amsgrad else [],
-                steps * len(gp),
-                lr=lr,
-                beta1=h["b1"].item(),
-                beta2=h["b2"].item(),
-                weight_decay=0.0 if wd is None else wd.item(),
-                eps=h["eps"].item(),
-                amsgrad=amsgrad,
-                maximize=False,
-            )
+        _run_adam(kernel, groups, adam_state.count, lr, h, amsgrad=amsgrad, weight_decay=wd)
         return True
 
     return step
@@ -270,39 +335,25 @@ def sgd_inplace_step(
     """The fused step of ``sgd``: optional coupled decay, optional ``trace``, learning rate."""
 
     def step(grads: Updates, state: Any, params: Params) -> bool:
-        parts = list(state)
-        decay_state = parts.pop(0) if coupled_decay else None
-        trace_state = parts.pop(0) if momentum else None
-        (lr_state,) = parts
+        decay_state = _sgd_layout(state, coupled_decay=coupled_decay, momentum=momentum)
+        if decay_state is False:
+            return False
+        trace_state, lr_state = (state[-2] if momentum else None), state[-1]
         p, g = _leaves("fnn_optim.step_", params, grads)
         bufs = _tree.leaves(trace_state.trace) if momentum else p
         groups = _groups(p, g, bufs)
         if groups is None:
             return False
-        m = d = 0.0
         first = False
         if trace_state is not None:
-            m = trace_state.hyperparams["momentum"].item()
-            if m == 0:  # the kernel then takes no buffers; the trace still keeps (1 - d) * g
-                return False
-            d = trace_state.hyperparams["dampening"].item()
+            if trace_state.hyperparams["momentum"].item() == 0:
+                return False  # the kernel then takes no buffers; the trace keeps (1 - d) * g
             first = bool(trace_state.count == 0)
             trace_state.count.add_(1)
         lr = _learning_rate(resolve_lr, lr_state).item()
         wd = 0.0 if decay_state is None else decay_state.hyperparams["weight_decay"].item()
-        for gp, gg, gb in groups:
-            torch._fused_sgd_(
-                gp,
-                gg,
-                gb if momentum else [],
-                weight_decay=wd,
-                momentum=m,
-                lr=lr,
-                dampening=d,
-                nesterov=nesterov,
-                maximize=False,
-                is_first_step=first,
-            )
+        h = None if trace_state is None else trace_state.hyperparams
+        _run_sgd(groups, h, lr, nesterov=nesterov, first=first, weight_decay=wd)
         return True
 
     return step
@@ -313,16 +364,22 @@ def sgd_inplace_step(
 # --------------------------------------------------------------------------------------------
 
 
-def _parts(state: Any, n: int) -> tuple[Any, ...] | None:
-    return tuple(state) if isinstance(state, tuple) and len(state) == n else None
-
-
-def _unsuitable(tensors: list[Tensor]) -> bool:
+def _unsuitable(tensors: list[Tensor], params: list[Tensor]) -> bool:
     """True when the chain's ops must run instead of a kernel on recycled buffers: autograd
-    would record the update, or a leaf is a tensor subclass (whose own ops must run)."""
+    would record the update, or a gradient or state leaf is a tensor subclass (whose own ops
+    must run). ``params`` (read by weight decay) may be ``nn.Parameter``s."""
     if any(type(t) is not Tensor for t in tensors):
         return True
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return torch.is_grad_enabled() and any(t.requires_grad for t in (*tensors, *params))
+
+
+def _read_params(params: Params | None, gdef: Any) -> list[Tensor] | None:
+    """The leaves of ``params`` for a step that reads them (weight decay); None when missing or
+    shaped unlike the gradients (the chain then reports it)."""
+    if params is None:
+        return None
+    p, pdef = _flatten(params)
+    return p if pdef == gdef else None
 
 
 def _next_lr_state(lr_state: Any, lr: Tensor) -> Any:
@@ -361,11 +418,11 @@ def adam_functional_step(
     recycler = Recycler()
 
     def update(grads: Updates, state: Any, params: Params | None) -> Any:
-        members = _parts(state, 3 if decoupled or coupled_decay else 2)
-        if members is None:
+        layout = _adam_layout(state, decoupled=decoupled, coupled_decay=coupled_decay)
+        if layout is None:
             return None
-        adam_state = members[1] if coupled_decay else members[0]
-        lr_state = members[-1]
+        at, decay_state = layout
+        adam_state, lr_state = state[at], state[-1]
         h = adam_state.hyperparams
         if h["eps_root"].item() != 0:
             return None
@@ -375,26 +432,18 @@ def adam_functional_step(
         if gdef != mudef or nudef != mudef:
             return None
         nu_max = _tree.leaves(adam_state.nu_max) if amsgrad else nu
-        p: list[Tensor] = []
-        if decoupled or coupled_decay:
-            if params is None:
-                return None
-            p, pdef = _flatten(params)
-            if pdef != gdef:
-                return None
-        parts = _partition(g, mu, nu, nu_max, *([p] if p else []))
-        if parts is None:
+        p = _read_params(params, gdef) if decay_state is not None else []
+        if p is None:
             return None
-        if _unsuitable(g + mu + nu + (nu_max if amsgrad else [])) or (
-            torch.is_grad_enabled() and any(t.requires_grad for t in p)
-        ):
+        parts = _partition(g, mu, nu, nu_max, *([p] if p else []))
+        if parts is None or _unsuitable(g + mu + nu + (nu_max if amsgrad else []), p):
             return None
         new_mu = recycler.take("mu", mu)
         new_nu = recycler.take("nu", nu)
         new_max = recycler.take("nu_max", nu_max) if amsgrad else []
         u = recycler.take("updates", g)
         with torch.no_grad():
-            g = _with_coupled_decay(recycler, g, p, members[0] if coupled_decay else None)
+            g = _with_coupled_decay(recycler, g, p, decay_state if coupled_decay else None)
             torch._foreach_copy_(new_mu, mu)
             torch._foreach_copy_(new_nu, nu)
             if amsgrad:
@@ -403,27 +452,10 @@ def adam_functional_step(
             count = adam_state.count + 1
             lr = resolve_lr(lr_state)
             rate = lr.item()
-            steps = [count.to(torch.float32)]
-            for gu, gg, gm, gn, gx in _split(
-                parts, u, g, new_mu, new_nu, new_max if amsgrad else new_nu
-            ):
-                torch._fused_adam_(
-                    gu,
-                    gg,
-                    gm,
-                    gn,
-                    gx if amsgrad else [],
-                    steps * len(gu),
-                    lr=rate,
-                    beta1=h["b1"].item(),
-                    beta2=h["b2"].item(),
-                    weight_decay=0.0,
-                    eps=h["eps"].item(),
-                    amsgrad=amsgrad,
-                    maximize=False,
-                )
+            groups = _split(parts, u, g, new_mu, new_nu, new_max if amsgrad else new_nu)
+            _run_adam(torch._fused_adam_, groups, count, rate, h, amsgrad=amsgrad)
             if decoupled:
-                wd = members[1].hyperparams["weight_decay"].item()
+                wd = decay_state.hyperparams["weight_decay"].item()
                 if wd != 0:
                     torch._foreach_add_(u, p, alpha=-rate * wd)
         recycler.keep("mu", new_mu)
@@ -437,11 +469,8 @@ def adam_functional_step(
             nu=_unflatten(mudef, new_nu),
             nu_max=_unflatten(mudef, new_max) if amsgrad else None,
         )
-        new_lr = _next_lr_state(lr_state, lr)
-        if coupled_decay:
-            return _unflatten(gdef, u), (members[0], new_adam, new_lr)
-        middle = (members[1],) if decoupled else ()
-        return _unflatten(gdef, u), (new_adam, *middle, new_lr)
+        changes = {at: new_adam, -1: _next_lr_state(lr_state, lr)}
+        return _unflatten(gdef, u), _replaced(state, changes)
 
     return update
 
@@ -461,58 +490,38 @@ def sgd_functional_step(
     def update(grads: Updates, state: Any, params: Params | None) -> Any:
         if not momentum:
             return None
-        members = _parts(state, 3 if coupled_decay else 2)
-        if members is None:
+        decay_state = _sgd_layout(state, coupled_decay=coupled_decay, momentum=True)
+        if decay_state is False:
             return None
-        trace_state, lr_state = members[-2], members[-1]
+        trace_state, lr_state = state[-2], state[-1]
         h = trace_state.hyperparams
-        m = h["momentum"].item()
-        if m == 0:
+        if h["momentum"].item() == 0:
             return None
         g, gdef = _flatten(grads)
         buf, bdef = _flatten(trace_state.trace)
-        p: list[Tensor] = []
-        if coupled_decay:
-            if params is None:
-                return None
-            p, pdef = _flatten(params)
-            if pdef != gdef:
-                return None
-        parts = None if bdef != gdef else _partition(g, buf, *([p] if p else []))
-        if parts is None or _unsuitable(g + buf):
+        p = _read_params(params, gdef) if decay_state is not None else []
+        if p is None or bdef != gdef:
             return None
-        if torch.is_grad_enabled() and any(t.requires_grad for t in p):
+        parts = _partition(g, buf, *([p] if p else []))
+        if parts is None or _unsuitable(g + buf, p):
             return None
         first = bool(trace_state.count == 0)
         new_buf = recycler.take("trace", buf)
         u = recycler.take("updates", g)
         with torch.no_grad():
-            g = _with_coupled_decay(recycler, g, p, members[0] if coupled_decay else None)
+            g = _with_coupled_decay(recycler, g, p, decay_state)
             if not first:  # at the first step the kernel sets the buffer to the gradient
                 torch._foreach_copy_(new_buf, buf)
             torch._foreach_zero_(u)
             lr = resolve_lr(lr_state)
-            for gu, gg, gb in _split(parts, u, g, new_buf):
-                torch._fused_sgd_(
-                    gu,
-                    gg,
-                    gb,
-                    weight_decay=0.0,
-                    momentum=m,
-                    lr=lr.item(),
-                    dampening=h["dampening"].item(),
-                    nesterov=nesterov,
-                    maximize=False,
-                    is_first_step=first,
-                )
+            groups = _split(parts, u, g, new_buf)
+            _run_sgd(groups, h, lr.item(), nesterov=nesterov, first=first)
         recycler.keep("trace", new_buf)
         recycler.keep("updates", u)
         new_trace = trace_state._replace(
             count=trace_state.count + 1, trace=_unflatten(bdef, new_buf)
         )
-        new_lr = _next_lr_state(lr_state, lr)
-        if coupled_decay:
-            return _unflatten(gdef, u), (members[0], new_trace, new_lr)
-        return _unflatten(gdef, u), (new_trace, new_lr)
+        changes = {-2: new_trace, -1: _next_lr_state(lr_state, lr)}
+        return _unflatten(gdef, u), _replaced(state, changes)
 
     return update
