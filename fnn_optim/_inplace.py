@@ -211,15 +211,21 @@ def _learning_rate(resolve: Callable[[Any], Tensor], lr_state: Any) -> Tensor:
     return lr
 
 
-def _adam_layout(state: Any, *, decoupled: bool, coupled_decay: bool) -> tuple[int, Any] | None:
-    """Where ``scale_by_adam``'s state sits in an ``adam``/``adamw`` chain state, and the
-    ``add_decayed_weights`` state (None without one); None for a state of another shape."""
+def _adam_members(
+    state: Any, *, decoupled: bool, coupled_decay: bool
+) -> tuple[int, Any, Any, Any] | None:
+    """``(at, decay, adam, lr)``: where ``scale_by_adam``'s state sits in an ``adam``/``adamw``
+    chain state, the ``add_decayed_weights`` state (None without one), the Adam state and the
+    learning-rate state; None for a state of another shape or with ``eps_root`` (which torch's
+    kernels do not have)."""
     n = 3 if decoupled or coupled_decay else 2
     if not isinstance(state, tuple) or len(state) != n:
         return None
-    if coupled_decay:  # (decay, adam, lr)
-        return 1, state[0]
-    return 0, state[1] if decoupled else None  # (adam, decay, lr) or (adam, lr)
+    at = 1 if coupled_decay else 0  # (decay, adam, lr), (adam, decay, lr) or (adam, lr)
+    decay = state[0] if coupled_decay else state[1] if decoupled else None
+    if state[at].hyperparams["eps_root"].item() != 0:
+        return None
+    return at, decay, state[at], state[-1]
 
 
 def _sgd_layout(state: Any, *, coupled_decay: bool, momentum: bool) -> Any | None:
@@ -305,14 +311,11 @@ def adam_inplace_step(
     """
 
     def step(grads: Updates, state: Any, params: Params) -> bool:
-        layout = _adam_layout(state, decoupled=decoupled, coupled_decay=coupled_decay)
-        if layout is None:  # the functional path reports the malformed state
+        members = _adam_members(state, decoupled=decoupled, coupled_decay=coupled_decay)
+        if members is None:  # the functional path runs (and reports a malformed state)
             return False
-        at, decay_state = layout
-        adam_state, lr_state = state[at], state[-1]
+        _, decay_state, adam_state, lr_state = members
         h = adam_state.hyperparams
-        if h["eps_root"].item() != 0:
-            return False
         p, g = _leaves("fnn_optim.step_", params, grads)
         mu, nu = _tree.leaves(adam_state.mu), _tree.leaves(adam_state.nu)
         nu_max = _tree.leaves(adam_state.nu_max) if amsgrad else nu
@@ -418,14 +421,11 @@ def adam_functional_step(
     recycler = Recycler()
 
     def update(grads: Updates, state: Any, params: Params | None) -> Any:
-        layout = _adam_layout(state, decoupled=decoupled, coupled_decay=coupled_decay)
-        if layout is None:
+        members = _adam_members(state, decoupled=decoupled, coupled_decay=coupled_decay)
+        if members is None:
             return None
-        at, decay_state = layout
-        adam_state, lr_state = state[at], state[-1]
+        at, decay_state, adam_state, lr_state = members
         h = adam_state.hyperparams
-        if h["eps_root"].item() != 0:
-            return None
         g, gdef = _flatten(grads)
         mu, mudef = _flatten(adam_state.mu)
         nu, nudef = _flatten(adam_state.nu)
