@@ -319,7 +319,10 @@ def test_optimizer_follows_its_papers_rule(rule: Rule, data: st.DataObject) -> N
     ref, state = dict(params), {}
     for t in range(1, STEPS + 1):
         rule.step(ref, grads_at(ref, x, y), state, hp, t)
-    assert_trees_all_close(ours, ref, rtol=1e-9, atol=1e-10)
+    # Muon's Newton-Schulz polynomial amplifies float64 rounding step by step: hypothesis found
+    # a 2e-9 relative difference (lr 0.086, beta 0.5, 5 iterations, seed 864)
+    rtol = 1e-7 if rule.name == "muon" else 1e-9
+    assert_trees_all_close(ours, ref, rtol=rtol, atol=1e-10)
 
 
 def test_optimizers_with_masks_leave_unmasked_leaves_alone() -> None:
