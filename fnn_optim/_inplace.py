@@ -13,15 +13,18 @@ runs torch's hand-fused CPU/CUDA kernels (``torch._fused_adam_``, ``_fused_adamw
 parameter. Any other transformation takes its functional ``update``, adds the updates into the
 parameters, and copies the new state into the old state's tensors.
 
-The same kernels also serve those optimizers' functional ``update`` in plain eager mode
-(:func:`with_fused_steps`): the new state starts as a copy of the old one in a recycled buffer
-(:mod:`fnn_optim._recycle`), and the updates are a zeroed buffer passed as the kernel's
-parameters. The result is the chain's, to float rounding; under ``torch.compile``, inside a
-torch.func transform, or when autograd would record the update, the chain runs op by op.
+The functional ``update`` of those optimizers also avoids the chain's op-by-op passes in plain
+eager mode (:func:`with_fused_steps`), writing into buffers recycled from earlier calls
+(:mod:`fnn_optim._recycle`): Adam's new moments start as copies of the old ones and its updates
+as a zeroed buffer, which the fused kernel advances; SGD's new momentum buffer and updates are
+written leaf by leaf with ``out=`` ops. The result is the chain's, to float rounding; under
+``torch.compile``, inside a torch.func transform, or when autograd would record the update, the
+chain runs op by op.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +44,7 @@ from fnn_optim._base import (
     _unflatten,
     apply_updates_,
 )
-from fnn_optim._recycle import Recycler
+from fnn_optim._recycle import Layout, Recycler, layout_of
 
 __all__ = ["step_"]
 
@@ -149,29 +152,41 @@ def step_(opt: GradientTransformation, grads: Updates, state: OptState, params: 
 # --------------------------------------------------------------------------------------------
 
 
+def _parts(layout: Layout) -> list[list[int]] | None:
+    """The positions of a :func:`~fnn_optim._recycle.layout_of` split by (device, dtype), as
+    fused kernels need; None unless every leaf is a strided floating-point tensor."""
+    dtypes = {dtype for _, dtype, _, _ in layout}
+    devices = {device for _, _, device, _ in layout}
+    if not all(dtype.is_floating_point for dtype in dtypes):
+        return None
+    if not {kind for _, _, _, kind in layout} <= {torch.strided}:
+        return None
+    if len(dtypes) <= 1 and len(devices) <= 1:
+        return [list(range(len(layout)))]
+    where: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, (_, dtype, device, _) in enumerate(layout):
+        where.setdefault((device, dtype), []).append(i)
+    return list(where.values())
+
+
+def _layout(leaves: list[Any]) -> Layout | None:
+    """:func:`~fnn_optim._recycle.layout_of` the leaves, None when one is not a tensor."""
+    for t in leaves:
+        if not isinstance(t, Tensor):
+            return None
+    return layout_of(leaves)
+
+
 def _partition(*lists: list[Tensor]) -> list[list[int]] | None:
     """Split the positions of parallel lists of leaves by (device, dtype), as fused kernels need.
 
     None when some leaf cannot take a fused path (not a floating-point tensor, or its companions
     differ in shape, dtype or device, which the functional path reports with a clear error).
     """
-    first = lists[0]
-    if not all(isinstance(t, Tensor) and t.layout == torch.strided for ls in lists for t in ls):
+    layout = _layout(lists[0])
+    if layout is None or any(_layout(leaves) != layout for leaves in lists[1:]):
         return None
-    shapes = [t.shape for t in first]
-    kinds = [(t.device, t.dtype) for t in first]
-    for leaves in lists[1:]:
-        if [t.shape for t in leaves] != shapes or [(t.device, t.dtype) for t in leaves] != kinds:
-            return None
-    distinct = set(kinds)
-    if not all(dtype.is_floating_point for _, dtype in distinct):
-        return None
-    if len(distinct) == 1:
-        return [list(range(len(first)))]
-    where: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, kind in enumerate(kinds):
-        where.setdefault(kind, []).append(i)
-    return list(where.values())
+    return _parts(layout)
 
 
 def _split(parts: list[list[int]], *lists: list[Tensor]) -> list[tuple[list[Tensor], ...]]:
@@ -367,13 +382,18 @@ def sgd_inplace_step(
 # --------------------------------------------------------------------------------------------
 
 
+_REQUIRES_GRAD = operator.attrgetter("requires_grad")
+
+
 def _unsuitable(tensors: list[Tensor], params: list[Tensor]) -> bool:
     """True when the chain's ops must run instead of a kernel on recycled buffers: autograd
     would record the update, or a gradient or state leaf is a tensor subclass (whose own ops
     must run). ``params`` (read by weight decay) may be ``nn.Parameter``s."""
-    if any(type(t) is not Tensor for t in tensors):
+    if not set(map(type, tensors)) <= {Tensor}:
         return True
-    return torch.is_grad_enabled() and any(t.requires_grad for t in (*tensors, *params))
+    return torch.is_grad_enabled() and (
+        any(map(_REQUIRES_GRAD, tensors)) or any(map(_REQUIRES_GRAD, params))
+    )
 
 
 def _read_params(params: Params | None, gdef: Any) -> list[Tensor] | None:
@@ -391,19 +411,43 @@ def _next_lr_state(lr_state: Any, lr: Tensor) -> Any:
 
 
 def _with_coupled_decay(
-    recycler: Recycler, g: list[Tensor], p: list[Tensor], decay_state: Any
+    recycler: Recycler, g: list[Tensor], p: list[Tensor], decay_state: Any, layout: Layout
 ) -> list[Tensor]:
-    """``g + weight_decay * p`` in a recycled buffer (``g`` itself without coupled decay)."""
+    """``g + weight_decay * p`` in a recycled buffer (``g`` itself without coupled decay);
+    ``layout`` is the gradients' (and the parameters')."""
     if decay_state is None:
         return g
     wd = decay_state.hyperparams["weight_decay"].item()
     if wd == 0:
         return g
-    decayed = recycler.take("decayed grads", g)
+    decayed = recycler.take("decayed grads", layout)
     torch._foreach_copy_(decayed, g)
     torch._foreach_add_(decayed, p, alpha=wd)
-    recycler.keep("decayed grads", decayed)
+    recycler.keep("decayed grads", decayed, layout)
     return decayed
+
+
+def _checked_layout(
+    recycler: Recycler,
+    g: list[Tensor],
+    state: dict[str, list[Tensor]],
+    p: list[Tensor],
+) -> tuple[Layout, list[list[int]]] | None:
+    """The gradients' layout and its (device, dtype) groups, when every state list (kept by
+    ``recycler`` under its role) and the parameters (when read) are laid out alike and no
+    input needs the chain's ops (see :func:`_unsuitable`); None otherwise."""
+    layout = _layout(g)
+    if layout is None:
+        return None
+    for role, leaves in state.items():
+        if _unsuitable(leaves, []) or recycler.layout(role, leaves) != layout:
+            return None
+    if p and _layout(p) != layout:
+        return None
+    if _unsuitable(g, p):
+        return None
+    parts = _parts(layout)
+    return None if parts is None else (layout, parts)
 
 
 def adam_functional_step(
@@ -435,15 +479,18 @@ def adam_functional_step(
         p = _read_params(params, gdef) if decay_state is not None else []
         if p is None:
             return None
-        parts = _partition(g, mu, nu, nu_max, *([p] if p else []))
-        if parts is None or _unsuitable(g + mu + nu + (nu_max if amsgrad else []), p):
+        moments = {"mu": mu, "nu": nu, **({"nu_max": nu_max} if amsgrad else {})}
+        checked = _checked_layout(recycler, g, moments, p)
+        if checked is None:
             return None
-        new_mu = recycler.take("mu", mu)
-        new_nu = recycler.take("nu", nu)
-        new_max = recycler.take("nu_max", nu_max) if amsgrad else []
-        u = recycler.take("updates", g)
+        layout, parts = checked
+        new_mu = recycler.take("mu", layout)
+        new_nu = recycler.take("nu", layout)
+        new_max = recycler.take("nu_max", layout) if amsgrad else []
+        u = recycler.take("updates", layout)
         with torch.no_grad():
-            g = _with_coupled_decay(recycler, g, p, decay_state if coupled_decay else None)
+            decay = decay_state if coupled_decay else None
+            g = _with_coupled_decay(recycler, g, p, decay, layout)
             torch._foreach_copy_(new_mu, mu)
             torch._foreach_copy_(new_nu, nu)
             if amsgrad:
@@ -458,11 +505,11 @@ def adam_functional_step(
                 wd = decay_state.hyperparams["weight_decay"].item()
                 if wd != 0:
                     torch._foreach_add_(u, p, alpha=-rate * wd)
-        recycler.keep("mu", new_mu)
-        recycler.keep("nu", new_nu)
+        recycler.keep("mu", new_mu, layout)
+        recycler.keep("nu", new_nu, layout)
         if amsgrad:
-            recycler.keep("nu_max", new_max)
-        recycler.keep("updates", u)
+            recycler.keep("nu_max", new_max, layout)
+        recycler.keep("updates", u, layout)
         new_adam = adam_state._replace(
             count=count,
             mu=_unflatten(mudef, new_mu),
@@ -475,15 +522,53 @@ def adam_functional_step(
     return update
 
 
+def _sgd_leafwise(
+    g: list[Tensor],
+    buf: list[Tensor],
+    new_buf: list[Tensor],
+    u: list[Tensor],
+    h: dict[str, Tensor],
+    nlr: Tensor,
+    *,
+    first: bool,
+    nesterov: bool,
+) -> None:
+    """torch.optim.SGD's momentum rule (see :func:`fnn_optim.trace`), leaf by leaf: the new
+    momentum buffers into ``new_buf``, ``nlr * direction`` into ``u`` (``nlr = -lr``). Each
+    leaf's second op reads what its first just wrote, while it is still in cache."""
+    m = h["momentum"].item()
+    dampening = h["dampening"].item()
+    add, mul = torch.add, torch.mul
+    if not first and dampening == 0 and not nesterov:  # the usual case
+        for gi, bi, xi, ui in zip(g, buf, new_buf, u, strict=True):
+            add(gi, bi, alpha=m, out=xi)
+            mul(xi, nlr, out=ui)
+        return
+    for gi, bi, xi, ui in zip(g, buf, new_buf, u, strict=True):
+        if first:  # torch.optim: the buffer starts as the gradient
+            xi.copy_(gi)
+        else:
+            mul(bi, m, out=xi)
+            xi.add_(gi, alpha=1 - dampening)
+        if nesterov:
+            add(gi, xi, alpha=m, out=ui)
+            ui.mul_(nlr)
+        else:
+            mul(xi, nlr, out=ui)
+
+
 def sgd_functional_step(
     resolve_lr: Callable[[Any], Tensor], *, coupled_decay: bool, momentum: bool, nesterov: bool
 ) -> FunctionalStep:
-    """The functional update of ``sgd`` with momentum on torch's fused kernel.
+    """The functional update of ``sgd`` with momentum, leaf by leaf into recycled buffers.
 
-    The new momentum buffer is a copy of the old one (not needed at the first step), the updates
-    a zeroed buffer the kernel leaves holding ``-lr * direction``, both recycled (see
-    :mod:`fnn_optim._recycle`). Coupled decay first writes ``grads + weight_decay * params``
-    into a recycled buffer. Momentum-free SGD is left to the chain (one multiplication).
+    No fused kernel fits: ``_fused_sgd_`` updates its buffers in place, so it would need a copy
+    of the momentum buffer and a zeroed updates buffer first (11 passes over memory with
+    ``apply_updates_`` against ``torch.optim`` foreach's 8). Instead each leaf's new momentum
+    buffer and updates are written with ``out=`` into buffers recycled from two calls earlier
+    (see :mod:`fnn_optim._recycle`), the second op reading what the first just wrote while it
+    is still in cache. Coupled decay first writes ``grads + weight_decay * params`` into a
+    recycled buffer. Momentum-free SGD is left to the chain (one multiplication).
     """
     recycler = Recycler()
 
@@ -502,22 +587,19 @@ def sgd_functional_step(
         p = _read_params(params, gdef) if decay_state is not None else []
         if p is None or bdef != gdef:
             return None
-        parts = _partition(g, buf, *([p] if p else []))
-        if parts is None or _unsuitable(g + buf, p):
+        checked = _checked_layout(recycler, g, {"trace": buf}, p)
+        if checked is None:
             return None
-        first = bool(trace_state.count == 0)
-        new_buf = recycler.take("trace", buf)
-        u = recycler.take("updates", g)
+        layout, _ = checked
+        new_buf = recycler.take("trace", layout)
+        u = recycler.take("updates", layout)
         with torch.no_grad():
-            g = _with_coupled_decay(recycler, g, p, decay_state)
-            if not first:  # at the first step the kernel sets the buffer to the gradient
-                torch._foreach_copy_(new_buf, buf)
-            torch._foreach_zero_(u)
+            g = _with_coupled_decay(recycler, g, p, decay_state, layout)
             lr = resolve_lr(lr_state)
-            groups = _split(parts, u, g, new_buf)
-            _run_sgd(groups, h, lr.item(), nesterov=nesterov, first=first)
-        recycler.keep("trace", new_buf)
-        recycler.keep("updates", u)
+            first = bool(trace_state.count == 0)
+            _sgd_leafwise(g, buf, new_buf, u, h, -lr, first=first, nesterov=nesterov)
+        recycler.keep("trace", new_buf, layout)
+        recycler.keep("updates", u, layout)
         new_trace = trace_state._replace(
             count=trace_state.count + 1, trace=_unflatten(bdef, new_buf)
         )

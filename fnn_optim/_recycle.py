@@ -18,10 +18,12 @@ its peak (the old state you dropped and one set of updates) instead of handing i
 
 from __future__ import annotations
 
+import operator
 import sys
 import threading
 from collections import deque
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -65,46 +67,82 @@ _BASE = _baseline()
 
 
 def _unreferenced(tensors: list[Tensor]) -> bool:
-    return _BASE is not None and all(c == _BASE for c in _counts(tensors))
+    """Whether every tensor shows exactly :data:`_BASE` (the loop of :func:`_counts`, inlined
+    and stopping at the first holder found, as this runs on every update)."""
+    if _BASE is None:
+        return False
+    refs, uses, storage_uses, storage_refs = _BASE
+    getrefcount, storage_use_count = sys.getrefcount, torch._C._storage_Use_Count
+    for t in tensors:
+        storage = t.untyped_storage()
+        if (
+            getrefcount(t) != refs
+            or t._use_count() != uses
+            or storage_use_count(storage._cdata) != storage_uses
+            or getrefcount(storage) != storage_refs
+        ):
+            return False
+    return True
 
 
-def _same_layout(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:
-    """Whether the kept tensors ``a`` can hold values laid out like ``b`` and be written now
-    (an inference tensor only inside ``torch.inference_mode``)."""
-    writable = torch.is_inference_mode_enabled()
-    return len(a) == len(b) and all(
-        x.shape == y.shape
-        and x.dtype == y.dtype
-        and x.device == y.device
-        and type(x) is Tensor
-        and (writable or not x.is_inference())
-        for x, y in zip(a, b, strict=True)
-    )
+Layout = list[tuple[torch.Size, torch.dtype, torch.device, torch.layout]]
+
+
+def layout_of(tensors: Sequence[Tensor]) -> Layout:
+    """Shape, dtype, device and layout of each tensor: what a buffer must match to take its
+    values. Lists of layouts compare in one ``==``."""
+    return [(t.shape, t.dtype, t.device, t.layout) for t in tensors]
+
+
+class _Kept(NamedTuple):
+    tensors: list[Tensor]
+    layout: Layout
+    inference: bool  # made under torch.inference_mode: writable only inside it
 
 
 class Recycler:
     """The output buffers of the last two calls of one update function, by role.
 
-    ``take(role, like)`` returns tensors laid out like ``like`` (contents undefined): an earlier
-    output set of that role that nothing else refers to any more, or new tensors.
-    ``keep(role, tensors)`` records this call's outputs.
+    ``take(role, layout)`` returns tensors with that :func:`layout_of` (contents undefined): an
+    earlier output set of that role that nothing else refers to any more, or new tensors.
+    ``keep(role, tensors, layout)`` records this call's outputs. :meth:`layout` gives the layout
+    of a set it handed out (this call's inputs are usually the last call's outputs) without
+    reading every tensor again.
     """
 
     def __init__(self) -> None:
-        self._kept: dict[str, deque[list[Tensor]]] = {}
+        self._kept: dict[str, deque[_Kept]] = {}
         self._lock = threading.Lock()
 
-    def take(self, role: str, like: Sequence[Tensor]) -> list[Tensor]:
+    def layout(self, role: str, tensors: Sequence[Tensor]) -> Layout:
+        """:func:`layout_of` ``tensors``: remembered when they are a set kept for ``role``."""
+        with self._lock:
+            for kept in self._kept.get(role, ()):
+                if len(kept.tensors) == len(tensors) and all(
+                    map(operator.is_, kept.tensors, tensors)
+                ):
+                    return kept.layout
+        return layout_of(tensors)
+
+    def take(self, role: str, layout: Layout) -> list[Tensor]:
+        writable = torch.is_inference_mode_enabled()
         with self._lock:
             kept = self._kept.get(role)
             if kept:
-                for i in range(len(kept)):
-                    if _same_layout(kept[i], like) and _unreferenced(kept[i]):
-                        found = kept[i]
+                # Newest first: a set freed since the last call is the likeliest still in cache.
+                for i in range(len(kept) - 1, -1, -1):
+                    k = kept[i]
+                    if (
+                        (writable or not k.inference)
+                        and k.layout == layout
+                        and _unreferenced(k.tensors)
+                    ):
                         del kept[i]
-                        return found
-        return [torch.empty_like(t, memory_format=torch.preserve_format) for t in like]
+                        return k.tensors
+        return [torch.empty(size, dtype=dtype, device=device) for size, dtype, device, _ in layout]
 
-    def keep(self, role: str, tensors: list[Tensor]) -> None:
+    def keep(self, role: str, tensors: list[Tensor], layout: Layout) -> None:
+        inference = bool(tensors) and tensors[0].is_inference()
         with self._lock:
-            self._kept.setdefault(role, deque(maxlen=_GENERATIONS)).append(tensors)
+            kept = self._kept.setdefault(role, deque(maxlen=_GENERATIONS))
+            kept.append(_Kept(tensors, layout, inference))

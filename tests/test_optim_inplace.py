@@ -98,18 +98,11 @@ FUSED = {
     "adamw amsgrad": lambda lr: optim.adamw(lr, amsgrad=True),
 }
 KERNELS = {"sgd": "_fused_sgd_", "ada": "_fused_adam_", "ams": "_fused_adam_"}
-# The functional update takes the kernel unless there is no momentum buffer (plain sgd); coupled
-# decay is added to the gradients before it, adamw's decay to the updates after it.
-FUNCTIONAL_FUSED = {
-    "sgd momentum",
-    "sgd nesterov + decay",
-    "sgd dampening",
-    "adam",
-    "adam coupled decay",
-    "amsgrad",
-    "adamw",
-    "adamw amsgrad",
-}
+# The functional update of adam takes the fused kernel (coupled decay is added to the gradients
+# before it, adamw's decay to the updates after it); sgd with momentum writes each leaf with
+# out= ops (fnn_optim._inplace._sgd_leafwise); plain sgd runs the chain.
+FUNCTIONAL_FUSED = {"adam", "adam coupled decay", "amsgrad", "adamw", "adamw amsgrad"}
+FUNCTIONAL_LEAFWISE = {"sgd momentum", "sgd nesterov + decay", "sgd dampening"}
 
 
 def _kernel(name: str) -> str:
@@ -124,9 +117,11 @@ def test_fused_paths_equal_the_chain_op_by_op(name, schedule):
     params, grads = _problem()
     want_p, want_s = _op_by_op(_functional, opt, params, grads)
     kernels = {k: getattr(torch, k) for k in ("_fused_sgd_", "_fused_adam_", "_fused_adamw_")}
+    leafwise = optim._inplace._sgd_leafwise
     for run in (_inplace, _functional, _dropping):
-        with mock.patch.multiple(
-            torch, **{k: mock.Mock(side_effect=f) for k, f in kernels.items()}
+        with (
+            mock.patch.multiple(torch, **{k: mock.Mock(side_effect=f) for k, f in kernels.items()}),
+            mock.patch.object(optim._inplace, "_sgd_leafwise", side_effect=leafwise) as by_leaf,
         ):
             got_p, got_s = run(opt, params, grads)
             calls = {k: getattr(torch, k).call_count for k in kernels}
@@ -134,9 +129,11 @@ def test_fused_paths_equal_the_chain_op_by_op(name, schedule):
         assert_trees_all_close(got_s, want_s, rtol=2e-5, atol=2e-6)
         if run is _inplace:
             assert calls == {k: STEPS if k == _kernel(name) else 0 for k in kernels}
+            assert by_leaf.call_count == 0
         elif run is _functional:  # adamw's functional path uses _fused_adam_ (decay added after)
             want = KERNELS[name[:3]] if name in FUNCTIONAL_FUSED else None
             assert calls == {k: STEPS if k == want else 0 for k in kernels}
+            assert by_leaf.call_count == (STEPS if name in FUNCTIONAL_LEAFWISE else 0)
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd momentum"])
