@@ -7,7 +7,10 @@ Pytrees (:mod:`fnn.tree`), explicit PRNG keys (:mod:`fnn.random`), chex-like tes
 ``cond``, ``switch``, ``associative_scan``.
 """
 
-from fnn import checkpoint, losses, models, nn, random, testing, tree
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from fnn import random, testing, tree
 from fnn._src.autodiff import grad as grad
 from fnn._src.autodiff import hessian as hessian
 from fnn._src.autodiff import jacfwd as jacfwd
@@ -26,7 +29,29 @@ from fnn._src.jit import jit as jit
 from fnn._src.remat import remat as remat
 from fnn._src.vmap import vmap as vmap
 
+if TYPE_CHECKING:  # loaded on first use at run time (see ``__getattr__``)
+    from fnn import checkpoint, losses, models, nn
+
 __version__ = "0.1.0"
+
+# The layers above the transforms (DESIGN.md: fnn.nn, fnn.losses and fnn.models at layer 3,
+# fnn.checkpoint at 4) load on first use, so that fnn_optim and fnn_data, which build on fnn.tree
+# and fnn.random, never import fnn.nn; ``fnn.nn`` and ``from fnn import nn`` work as usual.
+_LAZY = ("checkpoint", "losses", "models", "nn")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f"fnn.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'fnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
 __all__ = [
     "associative_scan",
     "checkpoint",

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 _GENERATIONS = 2
+_SHAPE = operator.attrgetter("shape")
 
 
 def _counts(tensors: list[Tensor]) -> list[tuple[int, int, int, int]]:
@@ -115,11 +116,14 @@ class Recycler:
         self._lock = threading.Lock()
 
     def layout(self, role: str, tensors: Sequence[Tensor]) -> Layout:
-        """:func:`layout_of` ``tensors``: remembered when they are a set kept for ``role``."""
+        """:func:`layout_of` ``tensors``: remembered when they are a set kept for ``role`` (only
+        their shapes are read again, as ``resize_`` could have changed them)."""
         with self._lock:
             for kept in self._kept.get(role, ()):
-                if len(kept.tensors) == len(tensors) and all(
-                    map(operator.is_, kept.tensors, tensors)
+                if (
+                    len(kept.tensors) == len(tensors)
+                    and all(map(operator.is_, kept.tensors, tensors))
+                    and list(map(_SHAPE, tensors)) == [size for size, _, _, _ in kept.layout]
                 ):
                     return kept.layout
         return layout_of(tensors)

@@ -256,3 +256,21 @@ def test_momentum_that_rounds_to_zero_takes_the_functional_path():
     # 1e-300 is not 0 for sgd(), so the chain keeps a trace, but float32 stores it as 0: the fused
     # kernel would then refuse the buffers; the functional path keeps (1 - dampening) * g.
     _check_matches_functional(optim.sgd(0.05, momentum=1e-300, dampening=0.5))
+
+
+def test_a_state_tensor_resized_in_place_is_not_taken_for_its_old_layout():
+    # The recycler remembers the layout of the sets it handed out; a state leaf resized in
+    # place (to a shape that would broadcast) must be read again, so the update behaves as
+    # the chain does (which refuses it) instead of broadcasting silently.
+    def run():
+        opt = optim.sgd(0.1, momentum=0.9)
+        params = {"w": torch.ones(3)}
+        state = opt.init(params)
+        for _ in range(3):
+            _, state = opt.update({"w": torch.ones(3)}, state, params)
+        state[0].trace["w"].resize_(1)
+        with pytest.raises(RuntimeError) as raised:
+            opt.update({"w": torch.ones(3)}, state, params)
+        return str(raised.value)
+
+    assert run() == _op_by_op(run)
