@@ -89,10 +89,13 @@ def _unreferenced(tensors: list[Tensor]) -> bool:
 Layout = list[tuple[torch.Size, torch.dtype, torch.device, torch.layout]]
 
 
+_LAYOUT = operator.attrgetter("shape", "dtype", "device", "layout")
+
+
 def layout_of(tensors: Sequence[Tensor]) -> Layout:
     """Shape, dtype, device and layout of each tensor: what a buffer must match to take its
     values. Lists of layouts compare in one ``==``."""
-    return [(t.shape, t.dtype, t.device, t.layout) for t in tensors]
+    return list(map(_LAYOUT, tensors))
 
 
 class _Kept(NamedTuple):
