@@ -18,13 +18,8 @@ import numbers
 from typing import Any
 
 from fnn_optim._base import GradientTransformation, ScalarOrSchedule, chain
-from fnn_optim._inplace import (
-    adam_functional_step,
-    adam_inplace_step,
-    sgd_functional_step,
-    sgd_inplace_step,
-    with_fused_steps,
-)
+from fnn_optim._functional_steps import adam_functional_step, sgd_functional_step
+from fnn_optim._inplace import adam_inplace_step, sgd_inplace_step, with_fused_steps
 from fnn_optim._inplace import lr_resolver as _lr_resolver
 from fnn_optim._transforms import (
     add_decayed_weights,

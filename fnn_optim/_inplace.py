@@ -14,17 +14,14 @@ parameter. Any other transformation takes its functional ``update``, adds the up
 parameters, and copies the new state into the old state's tensors.
 
 The functional ``update`` of those optimizers also avoids the chain's op-by-op passes in plain
-eager mode (:func:`with_fused_steps`), writing into buffers recycled from earlier calls
-(:mod:`fnn_optim._recycle`): Adam's new moments start as copies of the old ones and its updates
-as a zeroed buffer, which the fused kernel advances; SGD's new momentum buffer and updates are
-written leaf by leaf with ``out=`` ops. The result is the chain's, to float rounding; under
+eager mode (:func:`with_fused_steps` calls :mod:`fnn_optim._functional_steps`, which writes into
+buffers recycled from earlier calls). The result is the chain's, to float rounding; under
 ``torch.compile``, inside a torch.func transform, or when autograd would record the update, the
 chain runs op by op.
 """
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -41,10 +38,9 @@ from fnn_optim._base import (
     _flatten,
     _plain_eager,
     _resolve,
-    _unflatten,
     apply_updates_,
 )
-from fnn_optim._recycle import Layout, Recycler, layout_of
+from fnn_optim._recycle import Layout, layout_of
 
 __all__ = ["step_"]
 
@@ -375,235 +371,3 @@ def sgd_inplace_step(
         return True
 
     return step
-
-
-# --------------------------------------------------------------------------------------------
-# The same kernels behind the functional update, on recycled buffers
-# --------------------------------------------------------------------------------------------
-
-
-_REQUIRES_GRAD = operator.attrgetter("requires_grad")
-
-
-def _unsuitable(tensors: list[Tensor], params: list[Tensor]) -> bool:
-    """True when the chain's ops must run instead of a kernel on recycled buffers: autograd
-    would record the update, or a gradient or state leaf is a tensor subclass (whose own ops
-    must run). ``params`` (read by weight decay) may be ``nn.Parameter``s."""
-    if not set(map(type, tensors)) <= {Tensor}:
-        return True
-    return torch.is_grad_enabled() and (
-        any(map(_REQUIRES_GRAD, tensors)) or any(map(_REQUIRES_GRAD, params))
-    )
-
-
-def _read_params(params: Params | None, gdef: Any) -> list[Tensor] | None:
-    """The leaves of ``params`` for a step that reads them (weight decay); None when missing or
-    shaped unlike the gradients (the chain then reports it)."""
-    if params is None:
-        return None
-    p, pdef = _flatten(params)
-    return p if pdef == gdef else None
-
-
-def _next_lr_state(lr_state: Any, lr: Tensor) -> Any:
-    """The state :func:`scale_by_learning_rate`'s update returns after using ``lr``."""
-    return type(lr_state)(lr_state.count + 1, {"learning_rate": lr}, dict(lr_state.scheduled))
-
-
-def _with_coupled_decay(
-    recycler: Recycler, g: list[Tensor], p: list[Tensor], decay_state: Any, layout: Layout
-) -> list[Tensor]:
-    """``g + weight_decay * p`` in a recycled buffer (``g`` itself without coupled decay);
-    ``layout`` is the gradients' (and the parameters')."""
-    if decay_state is None:
-        return g
-    wd = decay_state.hyperparams["weight_decay"].item()
-    if wd == 0:
-        return g
-    decayed = recycler.take("decayed grads", layout)
-    torch._foreach_copy_(decayed, g)
-    torch._foreach_add_(decayed, p, alpha=wd)
-    recycler.keep("decayed grads", decayed, layout)
-    return decayed
-
-
-def _checked_layout(
-    recycler: Recycler,
-    g: list[Tensor],
-    state: dict[str, list[Tensor]],
-    p: list[Tensor],
-) -> tuple[Layout, list[list[int]]] | None:
-    """The gradients' layout and its (device, dtype) groups, when every state list (kept by
-    ``recycler`` under its role) and the parameters (when read) are laid out alike and no
-    input needs the chain's ops (see :func:`_unsuitable`); None otherwise."""
-    layout = _layout(g)
-    if layout is None:
-        return None
-    for role, leaves in state.items():
-        if _unsuitable(leaves, []) or recycler.layout(role, leaves) != layout:
-            return None
-    if p and _layout(p) != layout:
-        return None
-    if _unsuitable(g, p):
-        return None
-    parts = _parts(layout)
-    return None if parts is None else (layout, parts)
-
-
-def adam_functional_step(
-    resolve_lr: Callable[[Any], Tensor], *, decoupled: bool, coupled_decay: bool, amsgrad: bool
-) -> FunctionalStep:
-    """The functional update of ``adam`` / ``adamw`` on torch's fused kernel.
-
-    New moments: copies of the old ones (into recycled buffers) that the kernel advances in
-    place. Updates: a zeroed buffer taken as the kernel's "parameters", which it leaves holding
-    ``-lr * direction``; ``adamw`` then adds ``-lr * weight_decay * params``. Four passes (two
-    copies, a fill and the kernel) instead of the chain's eight, and no new memory once warm
-    (see :mod:`fnn_optim._recycle`). Coupled decay (``adam(weight_decay=...)``) first writes
-    ``grads + weight_decay * params`` into a recycled buffer (the chain's first transform).
-    """
-    recycler = Recycler()
-
-    def update(grads: Updates, state: Any, params: Params | None) -> Any:
-        members = _adam_members(state, decoupled=decoupled, coupled_decay=coupled_decay)
-        if members is None:
-            return None
-        at, decay_state, adam_state, lr_state = members
-        h = adam_state.hyperparams
-        g, gdef = _flatten(grads)
-        mu, mudef = _flatten(adam_state.mu)
-        nu, nudef = _flatten(adam_state.nu)
-        if gdef != mudef or nudef != mudef:
-            return None
-        nu_max = _tree.leaves(adam_state.nu_max) if amsgrad else nu
-        p = _read_params(params, gdef) if decay_state is not None else []
-        if p is None:
-            return None
-        moments = {"mu": mu, "nu": nu, **({"nu_max": nu_max} if amsgrad else {})}
-        checked = _checked_layout(recycler, g, moments, p)
-        if checked is None:
-            return None
-        layout, parts = checked
-        new_mu = recycler.take("mu", layout)
-        new_nu = recycler.take("nu", layout)
-        new_max = recycler.take("nu_max", layout) if amsgrad else []
-        u = recycler.take("updates", layout)
-        with torch.no_grad():
-            decay = decay_state if coupled_decay else None
-            g = _with_coupled_decay(recycler, g, p, decay, layout)
-            torch._foreach_copy_(new_mu, mu)
-            torch._foreach_copy_(new_nu, nu)
-            if amsgrad:
-                torch._foreach_copy_(new_max, nu_max)
-            torch._foreach_zero_(u)
-            count = adam_state.count + 1
-            lr = resolve_lr(lr_state)
-            rate = lr.item()
-            groups = _split(parts, u, g, new_mu, new_nu, new_max if amsgrad else new_nu)
-            _run_adam(torch._fused_adam_, groups, count, rate, h, amsgrad=amsgrad)
-            if decoupled:
-                wd = decay_state.hyperparams["weight_decay"].item()
-                if wd != 0:
-                    torch._foreach_add_(u, p, alpha=-rate * wd)
-        recycler.keep("mu", new_mu, layout)
-        recycler.keep("nu", new_nu, layout)
-        if amsgrad:
-            recycler.keep("nu_max", new_max, layout)
-        recycler.keep("updates", u, layout)
-        new_adam = adam_state._replace(
-            count=count,
-            mu=_unflatten(mudef, new_mu),
-            nu=_unflatten(mudef, new_nu),
-            nu_max=_unflatten(mudef, new_max) if amsgrad else None,
-        )
-        changes = {at: new_adam, -1: _next_lr_state(lr_state, lr)}
-        return _unflatten(gdef, u), _replaced(state, changes)
-
-    return update
-
-
-def _sgd_leafwise(
-    g: list[Tensor],
-    buf: list[Tensor],
-    new_buf: list[Tensor],
-    u: list[Tensor],
-    h: dict[str, Tensor],
-    nlr: Tensor,
-    *,
-    first: bool,
-    nesterov: bool,
-) -> None:
-    """torch.optim.SGD's momentum rule (see :func:`fnn_optim.trace`), leaf by leaf: the new
-    momentum buffers into ``new_buf``, ``nlr * direction`` into ``u`` (``nlr = -lr``). Each
-    leaf's second op reads what its first just wrote, while it is still in cache."""
-    m = h["momentum"].item()
-    dampening = h["dampening"].item()
-    add, mul = torch.add, torch.mul
-    if not first and dampening == 0 and not nesterov:  # the usual case
-        for gi, bi, xi, ui in zip(g, buf, new_buf, u, strict=True):
-            add(gi, bi, alpha=m, out=xi)
-            mul(xi, nlr, out=ui)
-        return
-    for gi, bi, xi, ui in zip(g, buf, new_buf, u, strict=True):
-        if first:  # torch.optim: the buffer starts as the gradient
-            xi.copy_(gi)
-        else:
-            mul(bi, m, out=xi)
-            xi.add_(gi, alpha=1 - dampening)
-        if nesterov:
-            add(gi, xi, alpha=m, out=ui)
-            ui.mul_(nlr)
-        else:
-            mul(xi, nlr, out=ui)
-
-
-def sgd_functional_step(
-    resolve_lr: Callable[[Any], Tensor], *, coupled_decay: bool, momentum: bool, nesterov: bool
-) -> FunctionalStep:
-    """The functional update of ``sgd`` with momentum, leaf by leaf into recycled buffers.
-
-    No fused kernel fits: ``_fused_sgd_`` updates its buffers in place, so it would need a copy
-    of the momentum buffer and a zeroed updates buffer first (11 passes over memory with
-    ``apply_updates_`` against ``torch.optim`` foreach's 8). Instead each leaf's new momentum
-    buffer and updates are written with ``out=`` into buffers recycled from two calls earlier
-    (see :mod:`fnn_optim._recycle`), the second op reading what the first just wrote while it
-    is still in cache. Coupled decay first writes ``grads + weight_decay * params`` into a
-    recycled buffer. Momentum-free SGD is left to the chain (one multiplication).
-    """
-    recycler = Recycler()
-
-    def update(grads: Updates, state: Any, params: Params | None) -> Any:
-        if not momentum:
-            return None
-        decay_state = _sgd_layout(state, coupled_decay=coupled_decay, momentum=True)
-        if decay_state is False:
-            return None
-        trace_state, lr_state = state[-2], state[-1]
-        h = trace_state.hyperparams
-        if h["momentum"].item() == 0:
-            return None
-        g, gdef = _flatten(grads)
-        buf, bdef = _flatten(trace_state.trace)
-        p = _read_params(params, gdef) if decay_state is not None else []
-        if p is None or bdef != gdef:
-            return None
-        checked = _checked_layout(recycler, g, {"trace": buf}, p)
-        if checked is None:
-            return None
-        layout, _ = checked
-        new_buf = recycler.take("trace", layout)
-        u = recycler.take("updates", layout)
-        with torch.no_grad():
-            g = _with_coupled_decay(recycler, g, p, decay_state, layout)
-            lr = resolve_lr(lr_state)
-            first = bool(trace_state.count == 0)
-            _sgd_leafwise(g, buf, new_buf, u, h, -lr, first=first, nesterov=nesterov)
-        recycler.keep("trace", new_buf, layout)
-        recycler.keep("updates", u, layout)
-        new_trace = trace_state._replace(
-            count=trace_state.count + 1, trace=_unflatten(bdef, new_buf)
-        )
-        changes = {-2: new_trace, -1: _next_lr_state(lr_state, lr)}
-        return _unflatten(gdef, u), _replaced(state, changes)
-
-    return update

@@ -100,7 +100,7 @@ FUSED = {
 KERNELS = {"sgd": "_fused_sgd_", "ada": "_fused_adam_", "ams": "_fused_adam_"}
 # The functional update of adam takes the fused kernel (coupled decay is added to the gradients
 # before it, adamw's decay to the updates after it); sgd with momentum writes each leaf with
-# out= ops (fnn_optim._inplace._sgd_leafwise); plain sgd runs the chain.
+# out= ops (fnn_optim._functional_steps._sgd_leafwise); plain sgd runs the chain.
 FUNCTIONAL_FUSED = {"adam", "adam coupled decay", "amsgrad", "adamw", "adamw amsgrad"}
 FUNCTIONAL_LEAFWISE = {"sgd momentum", "sgd nesterov + decay", "sgd dampening"}
 
@@ -117,11 +117,12 @@ def test_fused_paths_equal_the_chain_op_by_op(name, schedule):
     params, grads = _problem()
     want_p, want_s = _op_by_op(_functional, opt, params, grads)
     kernels = {k: getattr(torch, k) for k in ("_fused_sgd_", "_fused_adam_", "_fused_adamw_")}
-    leafwise = optim._inplace._sgd_leafwise
+    steps = optim._functional_steps
+    leafwise = steps._sgd_leafwise
     for run in (_inplace, _functional, _dropping):
         with (
             mock.patch.multiple(torch, **{k: mock.Mock(side_effect=f) for k, f in kernels.items()}),
-            mock.patch.object(optim._inplace, "_sgd_leafwise", side_effect=leafwise) as by_leaf,
+            mock.patch.object(steps, "_sgd_leafwise", side_effect=leafwise) as by_leaf,
         ):
             got_p, got_s = run(opt, params, grads)
             calls = {k: getattr(torch, k).call_count for k in kernels}
