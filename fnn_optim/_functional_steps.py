@@ -189,7 +189,8 @@ def _sgd_leafwise(
     buf: list[Tensor],
     new_buf: list[Tensor],
     u: list[Tensor],
-    h: dict[str, Tensor],
+    m: float,
+    dampening: float,
     nlr: Tensor,
     *,
     first: bool,
@@ -198,8 +199,6 @@ def _sgd_leafwise(
     """torch.optim.SGD's momentum rule (see :func:`fnn_optim.trace`), leaf by leaf: the new
     momentum buffers into ``new_buf``, ``nlr * direction`` into ``u`` (``nlr = -lr``). Each
     leaf's second op reads what its first just wrote, while it is still in cache."""
-    m = h["momentum"].item()
-    dampening = h["dampening"].item()
     add, mul = torch.add, torch.mul
     if not first and dampening == 0 and not nesterov:  # the usual case
         for gi, bi, xi, ui in zip(g, buf, new_buf, u, strict=True):
@@ -242,7 +241,8 @@ def sgd_functional_step(
             return None
         trace_state, lr_state = state[-2], state[-1]
         h = trace_state.hyperparams
-        if h["momentum"].item() == 0:
+        m = h["momentum"].item()
+        if m == 0:
             return None
         g, gdef = _flatten(grads)
         buf, bdef = _flatten(trace_state.trace)
@@ -259,7 +259,8 @@ def sgd_functional_step(
             g = _with_coupled_decay(recycler, g, p, decay_state, layout)
             lr = resolve_lr(lr_state)
             first = bool(trace_state.count == 0)
-            _sgd_leafwise(g, buf, new_buf, u, h, -lr, first=first, nesterov=nesterov)
+            dampening = h["dampening"].item()
+            _sgd_leafwise(g, buf, new_buf, u, m, dampening, -lr, first=first, nesterov=nesterov)
         recycler.keep("trace", new_buf, layout)
         recycler.keep("updates", u, layout)
         new_trace = trace_state._replace(
