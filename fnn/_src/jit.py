@@ -10,7 +10,7 @@ How a call runs (the compiled path):
    only on tensors, and compiles it with ``torch.compile(fullgraph=True)``. Each key has its own
    code object, hence its own dynamo cache and recompile limit.
 3. Inside the compiled function the results are written into the donated inputs (``copy_``
-   under ``no_grad``, see :func:`_write_into_donated`), so inductor stores them straight into the
+   under ``no_grad``, see :func:`fnn._src.donation.run`), so inductor stores them straight into the
    input buffers.
 """
 
@@ -32,6 +32,7 @@ import optree
 import torch
 
 from fnn._src import tree as _tree
+from fnn._src.donation import donation_clash, run
 from fnn._src.inductor import with_defaults as _with_defaults
 from fnn._src.tracing import plain_eager
 
@@ -481,7 +482,7 @@ class Jitted:
         dyn_kwargs: dict[str, Any],
     ) -> None:
         """Refuse a tensor donated twice, or donated and also passed in a non-donated place."""
-        clash = _donation_clash(tensors, entry)
+        clash = donation_clash(tensors, entry.donated, entry.kept)
         if clash is None:
             return
         first, second, twice = clash
@@ -636,7 +637,7 @@ class Jitted:
             f"    return _run(_fun, ({''.join(e + ', ' for e in args_exprs)}), "
             f"{{{', '.join(kwargs_exprs)}}}, ({''.join(f'a[{k}], ' for k in donated)}))\n"
         )
-        namespace = {"_run": _run, "_fun": self._fun, **gen.globals}
+        namespace = {"_run": run, "_fun": self._fun, **gen.globals}
         exec(compile(src, filename, "exec"), namespace)
         linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
         return namespace[name], donated
@@ -656,113 +657,7 @@ class Jitted:
         tensors = [x for x in leaves if _is_tensor(x)]
         entry = _Entry(self._fun, self._fun, donated, num_tensors=len(tensors))
         self._check_donation(tensors, entry, leaves, dyn_args, dyn_kwargs)
-        return _run(self._fun, args, kwargs, tuple(tensors[k] for k in donated))
-
-
-# --------------------------------------------------------------------------------------------
-# The code that runs inside the compiled function (traced by dynamo) or eagerly
-# --------------------------------------------------------------------------------------------
-
-
-def _run(
-    fun: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    donated: tuple[torch.Tensor, ...],
-) -> Any:
-    out = fun(*args, **kwargs)
-    if donated:
-        out = _write_into_donated(out, donated)
-    return out
-
-
-def _write_into_donated(out: Any, donated: tuple[torch.Tensor, ...]) -> Any:
-    """Write the result leaves of ``out`` into the ``donated`` tensors (the JAX matching rule).
-
-    Identity and view tests are decided while dynamo traces, so in the compiled function this
-    leaves only the ``copy_`` ops, which inductor turns into stores into the input buffers.
-    Dynamo runs this loop symbolically, where every Python step costs tens of microseconds, so
-    identity goes through dicts keyed by the tensors (tensors hash by identity; dynamo tracks
-    such dicts without guarding on the objects, unlike ``id()``): comparing every result with
-    every donated input made a 150-tensor optimizer step take minutes to trace.
-    """
-    leaves, spec = _tree.flatten(out)  # fnn.tree handles empty dicts while compiling
-    donated_at = {d: j for j, d in enumerate(donated)}
-    bases = {_base_of(d): None for d in donated}
-    used = [False] * len(donated)
-    for x in leaves:  # results that are donated inputs keep them: no copy
-        if isinstance(x, torch.Tensor) and x in donated_at:
-            used[donated_at[x]] = True
-    free: dict[Any, list[int]] = {}  # (shape, dtype, device) -> unused donated inputs, in order
-    for j, d in enumerate(donated):
-        if not used[j]:
-            key = _bucket(d)
-            if key in free:  # (no dict.setdefault: dynamo 2.13 returns None from it)
-                free[key].append(j)
-            else:
-                free[key] = [j]
-    result = list(leaves)
-    first_at: dict[torch.Tensor, int] = {}
-    with torch.no_grad():
-        for i, x in enumerate(leaves):
-            if not isinstance(x, torch.Tensor) or x in donated_at:
-                continue
-            if x in first_at:  # the same tensor returned twice: written once, returned twice
-                result[i] = result[first_at[x]]
-                continue
-            first_at[x] = i
-            if _base_of(x) in bases:
-                result[i] = x.clone()  # shares memory with a donated buffer: read it first
-            j = _take(free, x, donated)
-            if j is not None:
-                donated[j].copy_(result[i])
-                result[i] = donated[j]
-    return _tree.unflatten(spec, result)
-
-
-def _base_of(x: torch.Tensor) -> torch.Tensor:
-    return x if x._base is None else x._base
-
-
-def _bucket(x: torch.Tensor) -> Any:
-    """A dict key for "same shape, dtype and device"; symbolic shapes share one key per dtype."""
-    shape = tuple(x.shape)
-    static = all(type(n) is int for n in shape)
-    return (shape if static else None, x.dtype, str(x.device))
-
-
-def _take(
-    free: dict[Any, list[int]], x: torch.Tensor, donated: tuple[torch.Tensor, ...]
-) -> int | None:
-    """Pop the first unused donated input with ``x``'s shape, dtype and device (or None)."""
-    key = _bucket(x)
-    if key[0] is not None and free.get(key):
-        return free[key].pop(0)
-    symbolic = free.get((None, key[1], key[2]), [])  # symbolic shapes: compare them
-    for k, j in enumerate(symbolic):
-        if donated[j].shape == x.shape:
-            return symbolic.pop(k)
-    return None
-
-
-def _donation_clash(tensors: list[torch.Tensor], entry: _Entry) -> tuple[int, int, bool] | None:
-    """``(first, second, donated_twice)`` tensor indices of one tensor donated twice, or donated
-    and also passed in a non-donated place; ``None`` when each donated tensor appears once."""
-    donated_ids = set(map(id, map(tensors.__getitem__, entry.donated)))  # the common case, in C
-    if len(donated_ids) == len(entry.donated) and donated_ids.isdisjoint(
-        map(id, map(tensors.__getitem__, entry.kept))
-    ):
-        return None
-    seen: dict[int, int] = {}
-    for k in entry.donated:
-        first = seen.setdefault(id(tensors[k]), k)
-        if first != k:
-            return first, k, True
-    for k in entry.kept:
-        first = seen.get(id(tensors[k]))
-        if first is not None:
-            return first, k, False
-    return None
+        return run(self._fun, args, kwargs, tuple(tensors[k] for k in donated))
 
 
 # --------------------------------------------------------------------------------------------
