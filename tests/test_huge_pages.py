@@ -20,11 +20,14 @@ PROBE = """
 import json, os, resource
 {before}
 import torch
-t = torch.empty(16 << 20)  # 64 MB
+t = torch.empty(16 << 20, device="cpu")  # 64 MB
 start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 t.fill_(1.0)
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
-print(json.dumps({{"faults": faults, "env": os.environ.get("{var}")}}))
+import sys
+mod = sys.modules.get("fnn._src.huge_pages")
+print(json.dumps({{"faults": faults, "env": os.environ.get("{var}"),
+                  "by_fnn": getattr(mod, "ENABLED_BY_FNN", None)}}))
 """
 
 
@@ -62,6 +65,7 @@ def _assert_huge_pages(result: dict) -> None:
 def test_import_fnn_first_gives_large_tensors_huge_pages_and_leaves_the_environment_alone():
     with_fnn = _run("import fnn")
     assert with_fnn["env"] is None  # taken out again: child processes see what the user set
+    assert with_fnn["by_fnn"] is True
     _assert_huge_pages(with_fnn)
 
 
@@ -72,6 +76,7 @@ def test_fnn_optim_alone_turns_it_on_too():
 def test_an_explicit_setting_of_the_variable_wins():
     off = _run("import fnn", env_value="0")
     assert off["env"] == "0"
+    assert off["by_fnn"] is False
     assert off["faults"] >= PAGES_4K * 0.9, off  # torch's default: one fault per 4 KB page
 
 
@@ -84,3 +89,11 @@ def test_tensors_created_before_fnn_is_imported_lock_in_torch_default():
 
 def test_without_fnn_torch_keeps_its_default():
     assert _run("")["faults"] >= PAGES_4K * 0.9
+
+
+def test_the_allocation_that_makes_torch_read_it_is_on_the_cpu_whatever_the_default_device():
+    # with a default device set first, fnn's one allocation must still reach the CPU allocator
+    # (and must not start another device): else large CPU tensors would keep 4 KB pages
+    meta = _run("import torch; torch.set_default_device('meta'); import fnn")
+    assert meta["by_fnn"] is True
+    _assert_huge_pages(meta)
