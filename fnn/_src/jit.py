@@ -5,10 +5,11 @@ How a call runs (the compiled path):
 1. Static arguments are set aside; the other arguments are flattened with ``fnn.tree`` into
    tensors and non-tensor leaves (Python numbers, strings, ...).
 2. The structure of the arguments, the static arguments and the non-tensor leaves form the cache
-   key. A new key generates a small Python function taking the tensors as a flat ``*a`` and
-   rebuilding the argument trees from literals (``{'w': a[0], 'b': a[1]}``), so dynamo guards
-   only on tensors, and compiles it with ``torch.compile(fullgraph=True)``. Each key has its own
-   code object, hence its own dynamo cache and recompile limit.
+   key. A new key generates (:mod:`fnn._src.jit_codegen`) a small Python function taking the
+   tensors as a flat ``*a`` and rebuilding the argument trees from literals
+   (``{'w': a[0], 'b': a[1]}``), so dynamo guards only on tensors, and compiles it with
+   ``torch.compile(fullgraph=True)``. Each key has its own code object, hence its own dynamo
+   cache and recompile limit.
 3. Inside the compiled function the results are written into the donated inputs (``copy_``
    under ``no_grad``, see :func:`fnn._src.donation.run`), so inductor stores them straight into the
    input buffers.
@@ -18,10 +19,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import itertools
-import keyword
-import linecache
-import math
 import numbers
 import os
 import warnings
@@ -34,16 +31,20 @@ import torch
 from fnn._src import tree as _tree
 from fnn._src.donation import donation_clash, run
 from fnn._src.inductor import with_defaults as _with_defaults
+from fnn._src.jit_args import argnames as _argnames
+from fnn._src.jit_args import argnums as _argnums
+from fnn._src.jit_args import positional_names as _positional_names
+from fnn._src.jit_args import short_repr as _short_repr
+from fnn._src.jit_args import signature as _signature
+from fnn._src.jit_codegen import OPTS as _OPTS
+from fnn._src.jit_codegen import generate, layout
+from fnn._src.jit_codegen import is_tensor as _is_tensor
 from fnn._src.tracing import plain_eager
 
 __all__ = ["jit"]
 
-_OPTS: dict[str, Any] = {"namespace": _tree.NAMESPACE, "none_is_leaf": False}
 _DISABLE_VAR = "FNN_DISABLE_JIT"
-# Keys whose literal ``repr`` evaluates back to an equal value of the same type.
-_LITERAL_TYPES = (str, int, bool, type(None))
 _counters: Any = None  # torch._dynamo.utils.counters, imported on the first compile
-_generated = itertools.count()
 
 
 def jit(
@@ -184,15 +185,6 @@ def jit(
         dynamic=dynamic,
         compile_options=compile_options,
     )
-
-
-class _Slot:
-    """Placeholder for the ``index``-th tensor leaf when generating the rebuild code."""
-
-    __slots__ = ("index",)
-
-    def __init__(self, index: int) -> None:
-        self.index = index
 
 
 _PLAIN_TENSOR_TYPES = frozenset({torch.Tensor, torch.nn.Parameter})
@@ -599,48 +591,20 @@ class Jitted:
         return f"the structure of the arguments changed from {last_treedef} to {treedef}"
 
     def _layout(self, key: Any, leaves: list[Any]) -> tuple[Any, dict[str, Any], list[int]]:
-        """The argument trees with tensors replaced by ``_Slot`` s, and the donated slots."""
-        treedef, _, _ = key
-        counter = itertools.count()
-        slots = [_Slot(next(counter)) if _is_tensor(x) else x for x in leaves]
-        template_args, template_kwargs = treedef.unflatten(slots)
-        positions = (i for i in itertools.count() if i not in self._static_argnums)
-        donated: list[int] = []
-        for i, arg in zip(positions, template_args, strict=False):
-            if i in self._donate_argnums:
-                donated += _slots_in(arg)
-        for n, arg in template_kwargs.items():
-            if n in self._donate_argnames:
-                donated += _slots_in(arg)
-        return template_args, template_kwargs, donated
+        """The argument trees with tensors replaced by slots, and the donated slots."""
+        return layout(
+            key[0],
+            leaves,
+            static_argnums=self._static_argnums,
+            donate_argnums=self._donate_argnums,
+            donate_argnames=self._donate_argnames,
+        )
 
     def _generate(
         self, key: Any, leaves: list[Any], *, donate: bool
     ) -> tuple[Callable[..., Any], list[int]]:
         """Write and ``exec`` the flat function ``f(*tensors)`` for ``key``; which are donated."""
-        template_args, template_kwargs, donated = self._layout(key, leaves)
-        static_pos, static_kw = key[1] or ((), ())
-        statics = {i: v for i, _, v in static_pos}
-        gen = _Codegen()
-        dyn = iter(template_args)
-        args_exprs = [
-            gen.const(statics[i], "s") if i in statics else gen.tree(next(dyn))
-            for i in range(len(template_args) + len(statics))
-        ]
-        kwargs_exprs = [f"{n!r}: {gen.const(v, 's')}" for n, _, v in static_kw]
-        kwargs_exprs += [f"{n!r}: {gen.tree(arg)}" for n, arg in template_kwargs.items()]
-        donated = donated if donate else []
-        name = _identifier(f"fnn_jit_{getattr(self._fun, '__name__', 'fun')}")
-        filename = f"<fnn.jit {self._name} #{next(_generated)}>"
-        src = (
-            f"def {name}(*a):\n"
-            f"    return _run(_fun, ({''.join(e + ', ' for e in args_exprs)}), "
-            f"{{{', '.join(kwargs_exprs)}}}, ({''.join(f'a[{k}], ' for k in donated)}))\n"
-        )
-        namespace = {"_run": run, "_fun": self._fun, **gen.globals}
-        exec(compile(src, filename, "exec"), namespace)
-        linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-        return namespace[name], donated
+        return generate(self._fun, self._name, self._layout(key, leaves), key[1], donate=donate)
 
     def _run_eagerly(
         self,
@@ -658,103 +622,3 @@ class Jitted:
         entry = _Entry(self._fun, self._fun, donated, num_tensors=len(tensors))
         self._check_donation(tensors, entry, leaves, dyn_args, dyn_kwargs)
         return run(self._fun, args, kwargs, tuple(tensors[k] for k in donated))
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------
-
-
-class _Codegen:
-    """Python expressions rebuilding a tree from ``a`` (the flat tensors) and constants."""
-
-    def __init__(self) -> None:
-        self.globals: dict[str, Any] = {}
-
-    def const(self, value: Any, prefix: str) -> str:
-        if type(value) in _LITERAL_TYPES or (type(value) is float and math.isfinite(value)):
-            return repr(value)
-        name = f"_{prefix}{len(self.globals)}"
-        self.globals[name] = value
-        return name
-
-    def tree(self, node: Any) -> str:
-        if isinstance(node, _Slot):
-            return f"a[{node.index}]"
-        if node is None:
-            return "None"
-        if optree.tree_is_leaf(node, **_OPTS):
-            return self.const(node, "c")
-        kind = type(node)
-        if kind is tuple:
-            return "(" + "".join(f"{self.tree(c)}, " for c in node) + ")"
-        if kind is list:
-            return "[" + ", ".join(self.tree(c) for c in node) + "]"
-        if kind is dict:
-            items = (f"{self.const(k, 'k')}: {self.tree(v)}" for k, v in node.items())
-            return "{" + ", ".join(items) + "}"
-        children, metadata, _, unflatten = optree.tree_flatten_one_level(node, **_OPTS)
-        if optree.is_namedtuple_instance(node):
-            return f"{self.const(kind, 't')}({', '.join(self.tree(c) for c in children)})"
-        rebuilt = ", ".join(self.tree(c) for c in children)
-        return f"{self.const(unflatten, 'u')}({self.const(metadata, 'm')}, [{rebuilt}])"
-
-
-def _slots_in(tree: Any) -> list[int]:
-    return [x.index for x in optree.tree_leaves(tree, **_OPTS) if isinstance(x, _Slot)]
-
-
-def _is_tensor(x: Any) -> bool:
-    return isinstance(x, torch.Tensor)
-
-
-def _identifier(name: str) -> str:
-    name = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
-    return name + "_" if keyword.iskeyword(name) else name
-
-
-def _short_repr(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _argnums(what: str, value: int | Sequence[int]) -> frozenset[int]:
-    nums = (value,) if isinstance(value, int) else tuple(value)
-    for i in nums:
-        if not isinstance(i, int) or isinstance(i, bool) or i < 0:
-            raise TypeError(
-                f"fnn.jit: {what} must be an int or a sequence of ints >= 0 (argument "
-                f"positions), got {value!r}."
-            )
-    return frozenset(nums)
-
-
-def _argnames(value: str | Iterable[str]) -> frozenset[str]:
-    names = (value,) if isinstance(value, str) else tuple(value)
-    for n in names:
-        if not isinstance(n, str):
-            raise TypeError(
-                f"fnn.jit: static_argnames must be a string or a sequence of strings, got "
-                f"{value!r}."
-            )
-    return frozenset(names)
-
-
-def _signature(fun: Callable[..., Any]) -> inspect.Signature | None:
-    try:
-        return inspect.signature(fun)
-    except (TypeError, ValueError):
-        return None
-
-
-def _positional_names(fun: Callable[..., Any]) -> tuple[str | None, ...]:
-    """Names of the parameters that can be passed by position (``None``: position-only)."""
-    sig = _signature(fun)
-    if sig is None:
-        return ()
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return tuple(
-        None if p.kind is inspect.Parameter.POSITIONAL_ONLY else p.name
-        for p in sig.parameters.values()
-        if p.kind in kinds
-    )
