@@ -4,7 +4,9 @@ torch's CPU allocator asks the kernel for transparent huge pages (``madvise(MADV
 allocations of 2 MB and more when ``THP_MEM_ALLOC_ENABLE`` is set; c10 reads the variable once,
 at its first CPU allocation. fnn sets it for this process unless the user set it (``0`` keeps
 torch's default), makes c10 read it with one allocation, and removes it from the environment
-again, so child processes and later readers of ``os.environ`` see what the user set.
+again, so child processes and later readers of ``os.environ`` see what the user set. It
+matters where the kernel's transparent-huge-page mode is ``madvise`` (with ``always`` large
+mappings get huge pages anyway, with ``never`` not at all).
 
 Why: batched transforms return large tensors. ``fnn.jit(fnn.vmap(fnn.grad(f)))`` over 32
 examples of a 784-512-512-10 MLP returns 51 MB and 34 MB of gradients; glibc maps blocks above
