@@ -5,19 +5,7 @@ Pytrees (:mod:`fnn.tree`), explicit PRNG keys (:mod:`fnn.random`), chex-like tes
 ``vmap``, ``jacrev``, ``jacfwd``, ``hessian``, ``jvp``, ``vjp``, ``stop_gradient``, ``jit``,
 ``remat`` and the ``jax.lax``-style control flow ``scan``, ``fori_loop``, ``while_loop``,
 ``cond``, ``switch``, ``associative_scan``.
-
-Importing fnn turns on torch's huge-page allocation of CPU tensors of 2 MB and more
-(``THP_MEM_ALLOC_ENABLE=1``) for this process, unless that variable is set. Batched transforms
-such as ``vmap(grad)`` return tensors larger than glibc ever reuses (32 MB), so every call maps
-fresh memory; with 4 KB pages that is one page fault per 4 KB. torch reads the variable once,
-at its first CPU allocation: import fnn before creating tensors, or set the variable yourself
-(``THP_MEM_ALLOC_ENABLE=0`` keeps torch's default). The environment is left as it was.
 """
-
-# First, before any tensor exists (see fnn._src.huge_pages).
-from fnn._src import huge_pages as _huge_pages  # noqa: F401
-
-# isort: split
 
 import importlib
 from typing import TYPE_CHECKING, Any
