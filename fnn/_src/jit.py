@@ -13,6 +13,9 @@ How a call runs (the compiled path):
 3. Inside the compiled function the results are written into the donated inputs (``copy_``
    under ``no_grad``, see :func:`fnn._src.donation.run`), so inductor stores them straight into the
    input buffers.
+4. From the second call of an entry on, once dynamo's full guard check has accepted its tensors,
+   the call runs dynamo's compiled code directly when the tensors' metadata and the global state
+   still match (:mod:`fnn._src.jit_fast`), skipping dynamo's per-call lookup.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from fnn._src.jit_args import signature as _signature
 from fnn._src.jit_codegen import OPTS as _OPTS
 from fnn._src.jit_codegen import generate, layout
 from fnn._src.jit_codegen import is_tensor as _is_tensor
+from fnn._src.jit_fast import MAX_FAST_PATHS, FastPath, build
 from fnn._src.tracing import plain_eager
 
 __all__ = ["jit"]
@@ -77,6 +81,19 @@ def jit(
       ``dynamic=False``), dtype, device, number of dimensions or ``requires_grad``; or global state
       such as grad mode or the default dtype changes. These are dynamo's guards; past
       ``torch._dynamo.config.recompile_limit`` (8) versions per key the call raises.
+
+    **What is read once.** Python values the function reads besides its arguments (globals,
+    closure variables, attributes of the objects it captures, such as a model's configuration)
+    are read while compiling and compiled in, as in ``jax.jit``. From the second call of a
+    compiled version on, fnn checks the arguments (as above: structure, constants, and each
+    tensor's shape, strides, dtype, device, ``requires_grad`` and identity) and the global state
+    (grad and inference mode, autocast, default dtype, deterministic mode, thread count, compiler
+    stance, active ``__torch_function__``/``__torch_dispatch__`` modes), then runs dynamo's
+    compiled code directly, without dynamo's per-call lookup, which also re-checks every Python
+    object the traced code read. That lookup cost 0.14 ms of a 0.29 ms step of a small MLP here.
+    Changing such an outside value later therefore does not compile again: pass what changes as
+    an argument (a tensor, or a static argument). Calls that differ in anything fnn checks go
+    through dynamo as usual.
 
     Passing an argument by keyword instead of by position is another signature and compiles
     once more. Changing the *values* of tensors never compiles again: pass anything that changes
@@ -193,7 +210,7 @@ _PLAIN_TENSOR_TYPES = frozenset({torch.Tensor, torch.nn.Parameter})
 class _Entry:
     """One cache entry: the compiled function for a key and which of its tensors are donated."""
 
-    __slots__ = ("compiled", "donated", "generated", "kept")
+    __slots__ = ("compiled", "donated", "fast", "generated", "kept", "tries")
 
     def __init__(
         self,
@@ -208,6 +225,8 @@ class _Entry:
         self.donated = tuple(donated)
         donated_set = set(donated)
         self.kept = tuple(k for k in range(num_tensors) if k not in donated_set)
+        self.fast: tuple[FastPath, ...] = ()
+        self.tries = MAX_FAST_PATHS
 
 
 class Jitted:
@@ -307,6 +326,14 @@ class Jitted:
             entry = self._new_entry(key, leaves, dyn_args, dyn_kwargs)
             if entry is None:  # torch.compiler.set_stance("eager_on_recompile")
                 return self._run_eagerly(args, kwargs, dyn_args, dyn_kwargs)
+        else:  # compiled by an earlier call: run it without dynamo's lookup if its guards hold
+            for fast in entry.fast:
+                if fast.accepts(tensors):
+                    return fast(tensors)
+            if entry.tries:
+                fast = self._add_fast_path(entry, tensors)
+                if fast is not None:
+                    return fast(tensors)
         if entry.donated:
             self._check_donation(tensors, entry, leaves, dyn_args, dyn_kwargs)
         before = _counters["stats"]["unique_graphs"]
@@ -545,6 +572,15 @@ class Jitted:
         self._cache[key] = entry
         self._last_key = key
         return entry
+
+    @staticmethod
+    def _add_fast_path(entry: _Entry, tensors: list[torch.Tensor]) -> FastPath | None:
+        """A fast path for ``entry`` on these tensors, if dynamo's guards accept them."""
+        entry.tries -= 1
+        fast = build(entry.generated, tensors)
+        if fast is not None:
+            entry.fast = (*(f for f in entry.fast if f.alive()), fast)
+        return fast
 
     def _what_changed(
         self, key: Any, leaves: list[Any], dyn_args: tuple[Any, ...], dyn_kwargs: dict[str, Any]
