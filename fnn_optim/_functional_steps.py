@@ -41,10 +41,16 @@ from fnn_optim._inplace import (
     _run_adam,
     _sgd_layout,
     _split,
+    dense,
 )
 from fnn_optim._recycle import Layout, Recycler
 
 _REQUIRES_GRAD = operator.attrgetter("requires_grad")
+
+try:  # dynamo's C++ check of tensor metadata (part of torch._C; torch._dynamo stays unimported)
+    from torch._C._dynamo.guards import TensorGuards as _TensorGuards
+except ImportError:  # pragma: no cover - a torch build without it: the Python checks run
+    _TensorGuards = None
 
 
 def _unsuitable(tensors: list[Tensor], params: list[Tensor]) -> bool:
@@ -94,10 +100,16 @@ def _checked_layout(
     g: list[Tensor],
     state: dict[str, list[Tensor]],
     p: list[Tensor],
+    last: _LastLayout | None = None,
 ) -> tuple[Layout, list[list[int]]] | None:
     """The gradients' layout and its (device, dtype) groups, when every state list (kept by
     ``recycler`` under its role) and the parameters (when read) are laid out alike and no
-    input needs the chain's ops (see :func:`_unsuitable`); None otherwise."""
+    input needs the chain's ops (see :func:`_unsuitable`); None otherwise. ``last`` remembers
+    an accepted layout, so that later calls with tensors just like these skip the reads."""
+    if last is not None:
+        known = last.match(g, state.values(), p)
+        if known is not None:
+            return known
     layout = _layout(g)
     if layout is None:
         return None
@@ -106,10 +118,54 @@ def _checked_layout(
             return None
     if p and _layout(p) != layout:
         return None
-    if _unsuitable(g, p):
+    if _unsuitable(g, p) or not (dense(g) and dense(p) and all(map(dense, state.values()))):
         return None
     parts = _parts(layout)
-    return None if parts is None else (layout, parts)
+    if parts is None:
+        return None
+    if last is not None:
+        last.remember(g, (layout, parts))
+    return layout, parts
+
+
+class _LastLayout:
+    """The last layout :func:`_checked_layout` accepted, re-checked in C++ on later calls.
+
+    Reading shape, dtype, device and layout of each leaf from Python took about 250 µs a call
+    for the 150 gradients and 150 momentum buffers of ``benchmarks/optim_bench.py`` here (their
+    metadata is out of cache after a step that streams 80 MB). Dynamo's ``TensorGuards`` checks
+    each tensor's type, shape, strides, dtype, device, ``requires_grad`` and dispatch keys in
+    C++; a list that passes it for the remembered gradients has their layout and is suitable:
+    only layouts of plain tensors that do not require grad are remembered, so grad mode and
+    autograd cannot matter.
+    """
+
+    __slots__ = ("_guards", "_n", "_result")
+
+    def __init__(self) -> None:
+        self._guards: Any = None
+        self._n = -1
+        self._result: tuple[Layout, list[list[int]]] | None = None
+
+    def match(
+        self, g: list[Tensor], state: Any, p: list[Tensor]
+    ) -> tuple[Layout, list[list[int]]] | None:
+        guards, n = self._guards, self._n
+        if guards is None or len(g) != n or not guards.check(*g):
+            return None
+        for leaves in state:
+            if len(leaves) != n or not guards.check(*leaves):
+                return None
+        if p and (len(p) != n or not guards.check(*p)):
+            return None
+        return self._result
+
+    def remember(self, g: list[Tensor], result: tuple[Layout, list[list[int]]]) -> None:
+        if _TensorGuards is None or any(map(_REQUIRES_GRAD, g)):
+            return
+        self._guards = _TensorGuards(*g, dynamic_dims_sizes=None, dynamic_dims_strides=None)
+        self._n = len(g)
+        self._result = result
 
 
 def adam_functional_step(
@@ -124,7 +180,7 @@ def adam_functional_step(
     (see :mod:`fnn_optim._recycle`). Coupled decay (``adam(weight_decay=...)``) first writes
     ``grads + weight_decay * params`` into a recycled buffer (the chain's first transform).
     """
-    recycler = Recycler()
+    recycler, last = Recycler(), _LastLayout()
 
     def update(grads: Updates, state: Any, params: Params | None) -> Any:
         members = _adam_members(state, decoupled=decoupled, coupled_decay=coupled_decay)
@@ -142,7 +198,7 @@ def adam_functional_step(
         if p is None:
             return None
         moments = {"mu": mu, "nu": nu, **({"nu_max": nu_max} if amsgrad else {})}
-        checked = _checked_layout(recycler, g, moments, p)
+        checked = _checked_layout(recycler, g, moments, p, last)
         if checked is None:
             return None
         layout, parts = checked
@@ -231,7 +287,7 @@ def sgd_functional_step(
     is still in cache. Coupled decay first writes ``grads + weight_decay * params`` into a
     recycled buffer. Momentum-free SGD is left to the chain (one multiplication).
     """
-    recycler = Recycler()
+    recycler, last = Recycler(), _LastLayout()
 
     def update(grads: Updates, state: Any, params: Params | None) -> Any:
         if not momentum:
@@ -249,7 +305,7 @@ def sgd_functional_step(
         p = _read_params(params, gdef) if decay_state is not None else []
         if p is None or bdef != gdef:
             return None
-        checked = _checked_layout(recycler, g, {"trace": buf}, p)
+        checked = _checked_layout(recycler, g, {"trace": buf}, p, last)
         if checked is None:
             return None
         layout, _ = checked

@@ -182,7 +182,21 @@ def _partition(*lists: list[Tensor]) -> list[list[int]] | None:
     layout = _layout(lists[0])
     if layout is None or any(_layout(leaves) != layout for leaves in lists[1:]):
         return None
+    if not all(dense(leaves) for leaves in lists):
+        return None
     return _parts(layout)
+
+
+_IS_CONTIGUOUS = Tensor.is_contiguous
+
+
+def dense(tensors: list[Tensor]) -> bool:
+    """Whether every tensor is contiguous. Torch's fused optimizer kernels walk each tensor's
+    memory in order and pair elements by position, so a leaf with other strides (a transposed
+    gradient, a channels-last weight) gets the wrong partner: in torch 2.13
+    ``torch.optim.Adam(fused=True)`` itself steps wrongly with a non-contiguous gradient. Such
+    leaves take the op-by-op path."""
+    return all(map(_IS_CONTIGUOUS, tensors))
 
 
 def _split(parts: list[list[int]], *lists: list[Tensor]) -> list[tuple[list[Tensor], ...]]:

@@ -188,3 +188,50 @@ def test_adamw_keeps_the_graph_through_parameters_that_require_grad():
     adam = OPTIMIZERS["adam"]()
     updates, _ = adam.update(grads[0], adam.init(leaf), leaf)  # Adam never reads them
     assert all(u.grad_fn is None for u in updates.values())
+
+
+_CHANGED_GRADS = {
+    "requires grad": lambda g: {k: v.clone().requires_grad_() for k, v in g.items()},
+    "subclass": lambda g: {k: v.as_subclass(_Tagged) for k, v in g.items()},
+    "other strides": lambda g: {k: v.t().contiguous().t() for k, v in g.items()},
+}
+
+
+@pytest.mark.parametrize("change", sorted(_CHANGED_GRADS))
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_a_remembered_layout_is_checked_again_at_every_step(name, change):
+    # After the first steps the update re-checks later inputs against the layout it accepted
+    # (in C++); gradients that differ from it in autograd, type or strides must still be seen.
+    # Non-contiguous leaves take the chain: torch's fused kernels pair elements by memory order.
+    from unittest import mock
+
+    from fnn_optim import _functional_steps
+
+    opt, params, grads = _setup(OPTIMIZERS[name])
+    want_p, want_s = _reference(OPTIMIZERS[name], params, grads)
+    state = opt.init(params)
+    check, verdicts = _functional_steps._checked_layout, []
+
+    def recorded(*args):
+        verdicts.append(check(*args))
+        return verdicts[-1]
+
+    for i, g in enumerate(grads):
+        if i == 4:
+            g = _CHANGED_GRADS[change](g)
+        verdicts.clear()
+        with mock.patch.object(_functional_steps, "_checked_layout", recorded):
+            updates, state = opt.update(g, state, params)
+        accepted = bool(verdicts) and verdicts[-1] is not None
+        if i == 4:
+            assert not accepted, f"{change}: the fused step took inputs it must leave to the chain"
+            if change == "requires grad":
+                assert all(u.grad_fn is not None for u in updates.values())
+            updates = {k: torch.Tensor(v.detach()) for k, v in updates.items()}
+            state = fnn.tree.map(lambda t: torch.Tensor(t.detach()), state)
+        elif i > 0:
+            assert accepted, f"step {i}: plain inputs should take the fused step"
+        optim.apply_updates_(params, updates)
+        del updates
+    assert_trees_all_close(params, want_p, rtol=2e-5, atol=2e-6)
+    assert_trees_all_close(state, want_s, rtol=2e-5, atol=2e-6)
