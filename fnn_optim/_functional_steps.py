@@ -3,7 +3,7 @@
 A functional update must return a new state and new updates. Written op by op through the
 chain, that is eight foreach passes for Adam and fresh memory for every new buffer, which glibc
 page-faults back in every step. Here each new buffer is one the update returned two calls
-earlier and nothing outside the optimizer refers to any more (:mod:`fnn_optim._recycle`), and
+earlier and nothing outside the optimizer refers to any more (:mod:`fnn._src.recycle`), and
 the arithmetic takes few passes:
 
 - Adam / AdamW / AMSGrad: the new moments start as copies of the old ones, the updates as a
@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from fnn import tree as _tree
+from fnn._src.recycle import Layout, Recycler
 from fnn_optim._base import Params, Updates, _flatten, _unflatten
 from fnn_optim._inplace import (
     FunctionalStep,
@@ -43,7 +44,6 @@ from fnn_optim._inplace import (
     _split,
     dense,
 )
-from fnn_optim._recycle import Layout, Recycler
 
 _REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
@@ -177,7 +177,7 @@ def adam_functional_step(
     place. Updates: a zeroed buffer taken as the kernel's "parameters", which it leaves holding
     ``-lr * direction``; ``adamw`` then adds ``-lr * weight_decay * params``. Four passes (two
     copies, a fill and the kernel) instead of the chain's eight, and no new memory once warm
-    (see :mod:`fnn_optim._recycle`). Coupled decay (``adam(weight_decay=...)``) first writes
+    (see :mod:`fnn._src.recycle`). Coupled decay (``adam(weight_decay=...)``) first writes
     ``grads + weight_decay * params`` into a recycled buffer (the chain's first transform).
     """
     recycler, last = Recycler(), _LastLayout()
@@ -283,7 +283,7 @@ def sgd_functional_step(
     of the momentum buffer and a zeroed updates buffer first (11 passes over memory with
     ``apply_updates_`` against ``torch.optim`` foreach's 8). Instead each leaf's new momentum
     buffer and updates are written with ``out=`` into buffers recycled from two calls earlier
-    (see :mod:`fnn_optim._recycle`), the second op reading what the first just wrote while it
+    (see :mod:`fnn._src.recycle`), the second op reading what the first just wrote while it
     is still in cache. Coupled decay first writes ``grads + weight_decay * params`` into a
     recycled buffer. Momentum-free SGD is left to the chain (one multiplication).
     """

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from fnn import tree as _tree
+from fnn._src.recycle import Layout, layout_of
 from fnn_optim._base import (
     GradientTransformation,
     OptState,
@@ -40,7 +41,6 @@ from fnn_optim._base import (
     _resolve,
     apply_updates_,
 )
-from fnn_optim._recycle import Layout, layout_of
 
 __all__ = ["step_"]
 
@@ -149,7 +149,7 @@ def step_(opt: GradientTransformation, grads: Updates, state: OptState, params: 
 
 
 def _parts(layout: Layout) -> list[list[int]] | None:
-    """The positions of a :func:`~fnn_optim._recycle.layout_of` split by (device, dtype), as
+    """The positions of a :func:`~fnn._src.recycle.layout_of` split by (device, dtype), as
     fused kernels need; None unless every leaf is a strided floating-point tensor."""
     dtypes = {dtype for _, dtype, _, _ in layout}
     devices = {device for _, _, device, _ in layout}
@@ -166,7 +166,7 @@ def _parts(layout: Layout) -> list[list[int]] | None:
 
 
 def _layout(leaves: list[Any]) -> Layout | None:
-    """:func:`~fnn_optim._recycle.layout_of` the leaves, None when one is not a tensor."""
+    """:func:`~fnn._src.recycle.layout_of` the leaves, None when one is not a tensor."""
     for t in leaves:
         if not isinstance(t, Tensor):
             return None

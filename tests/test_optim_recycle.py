@@ -2,7 +2,7 @@
 
 ``adam``, ``adamw``, ``amsgrad`` and ``sgd`` with momentum (with or without coupled weight decay)
 write their new moments and updates into buffers they returned two steps earlier, once nothing
-outside the optimizer refers to them (``fnn_optim._recycle``). A state or an update still held
+outside the optimizer refers to them (``fnn._src.recycle``). A state or an update still held
 in any way (a Python reference, a view, a detached alias, a numpy array, a DLPack capsule) must
 keep its values.
 """

@@ -1,4 +1,7 @@
-"""Reuse the output buffers of earlier eager updates once nothing else holds them.
+"""Reuse the output buffers of earlier calls once nothing else holds them.
+
+Used by ``fnn_optim``'s eager functional updates (new moments and updates every step) and by
+``fnn.jit`` for results of 32 MB and more (:mod:`fnn._src.jit_recycle`).
 
 A functional eager update returns new tensors every step: new moments, new updates. The old
 ones die when the caller rebinds its state. Each step therefore frees and allocates the same
