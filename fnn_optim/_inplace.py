@@ -96,8 +96,10 @@ def step_(opt: GradientTransformation, grads: Updates, state: OptState, params: 
     for eager training loops; inside ``fnn.jit``, donate the parameters and the state instead and
     keep the functional ``update``.
 
-    ``sgd``, ``adam``, ``adamw`` and ``amsgrad`` (without ``mask``, with ``eps_root=0``) run
-    torch's fused kernels, the ones ``torch.optim``'s ``fused=True`` runs. Their results equal
+    ``sgd``, ``adam``, ``adamw`` and ``amsgrad`` (without ``mask``, with ``eps_root=0``, on
+    contiguous leaves) run torch's fused kernels, the ones ``torch.optim``'s ``fused=True``
+    runs; those pair elements by memory order, so non-contiguous leaves (a transposed gradient)
+    take the functional path. Their results equal
     the functional update to float rounding, not bit for bit. Every other optimizer runs its
     functional update and copies the result into the old buffers. Under ``torch.compile`` or a
     torch.func transform the functional path is always taken.

@@ -165,3 +165,51 @@ def test_small_results_are_left_alone(monkeypatch):
         f(*data(seed))
     assert f.num_compiles == 1
     assert next(iter(f._cache.values())).recycling is False
+
+
+def test_under_fail_on_recompile_the_second_version_is_never_compiled():
+    f = fnn.jit(outer, **EAGER)
+    f(*data(0))
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for seed in range(1, 4):
+            w, x = data(seed)
+            assert_trees_all_close(f(w, x), outer(w, x))
+    assert f.num_compiles == 1
+    assert next(iter(f._cache.values())).recycling is False
+
+
+def test_results_sharing_memory_with_an_input_or_each_other_are_not_recycled():
+    def shares(w, x):
+        big = x[:, :, None] * w[None, :, :]
+        own = torch.cat([big, big]) * 2
+        return {"input": w.detach(), "big": big, "alias": big.detach(), "own": own}
+
+    w, x = data(0)
+    out = shares(w, x)
+    picked = jit_recycle.recyclable(out, [w, x])
+    assert [id(t) for t in picked] == [id(out["own"])]
+    f = fnn.jit(shares, **EAGER)
+    for seed in range(4):
+        w, x = data(seed)
+        got = f(w, x)
+        assert got["input"].data_ptr() == w.data_ptr()
+        assert got["alias"].data_ptr() == got["big"].data_ptr()
+        assert_trees_all_close(got, shares(w, x))
+        del got
+
+
+def test_only_results_whose_shape_no_input_or_other_result_has_are_recycled():
+    # Buffers are filled by shape in flattened order: a result sharing its shape with an input
+    # returned as a result would take (and overwrite) the wrong buffer, so it is not recycled.
+    def pair(x, y):
+        return {"a": x[:, :, None] * x[:, None, :], "b": 2 * y, "y": y}
+
+    x, y = torch.randn(4, 5), torch.randn(4, 5, 5)
+    assert jit_recycle.recyclable(pair(x, y), [x, y]) == []
+    f = fnn.jit(pair, **EAGER)
+    for seed in range(4):
+        x = data(seed)[1]
+        out = f(x, y)
+        assert out["y"] is y
+        assert_trees_all_close(out, pair(x, y))
+    assert f.num_compiles == 1

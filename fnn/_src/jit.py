@@ -224,6 +224,12 @@ def jit(
 
 
 _PLAIN_TENSOR_TYPES = frozenset({torch.Tensor, torch.nn.Parameter})
+_NOT_RUN = object()  # _run_recycling declined: run the entry's first version
+
+
+def _stance() -> str:
+    """torch.compile's current stance (``torch.compiler.set_stance``)."""
+    return getattr(getattr(torch._dynamo.eval_frame, "_stance", None), "stance", "")
 
 
 class _Entry:
@@ -353,16 +359,43 @@ class Jitted:
         else:
             recycling = entry.recycling
             if recycling and recycling.applies(tensors):
-                buffers = recycling.take()
-                first = recycling.calls == 0
-                call = [*tensors, *buffers]
-                out = self._run(recycling.entry, call, leaves, dyn_args, dyn_kwargs, first)
-                if not recycling.keep(buffers, out):
-                    entry.recycling = False
-                return out
+                out = self._run_recycling(entry, recycling, tensors, leaves, dyn_args, dyn_kwargs)
+                if out is not _NOT_RUN:
+                    return out
         out = self._run(entry, tensors, leaves, dyn_args, dyn_kwargs, fresh)
         if entry.recycling is None:
             entry.recycling = self._recycling(key, leaves, tensors, out)
+        return out
+
+    def _run_recycling(
+        self,
+        entry: _Entry,
+        recycling: ResultRecycling,
+        tensors: list[torch.Tensor],
+        leaves: list[Any],
+        dyn_args: tuple[Any, ...],
+        dyn_kwargs: dict[str, Any],
+    ) -> Any:
+        """Call the version of ``entry`` that returns its large results in recycled buffers.
+
+        Its first call compiles it: only under the default compiler stance, and if that fails
+        the entry stops recycling and the caller runs the first version (``_NOT_RUN``).
+        """
+        first = recycling.calls == 0
+        if first and _stance() != "default":
+            entry.recycling = False
+            return _NOT_RUN
+        buffers = recycling.take()
+        call = [*tensors, *buffers]
+        try:
+            out = self._run(recycling.entry, call, leaves, dyn_args, dyn_kwargs, first)
+        except Exception:
+            if not first:
+                raise
+            entry.recycling = False
+            return _NOT_RUN
+        if not recycling.keep(buffers, out):
+            entry.recycling = False
         return out
 
     def _run(
@@ -602,7 +635,7 @@ class Jitted:
             _counters = counters
         change = self._what_changed(key, leaves, dyn_args, dyn_kwargs)
         if self._cache:
-            stance = getattr(getattr(torch._dynamo.eval_frame, "_stance", None), "stance", "")
+            stance = _stance()
             if stance == "fail_on_recompile" or torch._dynamo.config.error_on_recompile:
                 raise RuntimeError(
                     f"fnn.jit({self._name}) would compile again while torch.compile's stance is "

@@ -18,13 +18,16 @@ gradients took 3.5 ms a call this way and 28.9 ms without it (the same compiled 
 ``reuse_buffers=False``, interleaved in one process).
 
 Recycling stays off for results that require grad (the donated copy is not recorded by
-autograd), views, non-contiguous or subclassed tensors, results that other results view, and
-calls where autograd would record the function; it turns itself off for good when a call's
-results did not land in the buffers (e.g. a result changed shape).
+autograd), non-contiguous or subclassed tensors, results sharing memory with an input or another
+result, calls where autograd would record the function, and under a compiler stance other than
+the default (``fail_on_recompile`` promises no new compilation); it turns itself off for good
+when a call's results did not land in the buffers (e.g. a result changed shape) or the second
+version fails to compile.
 """
 
 from __future__ import annotations
 
+import collections
 import operator
 from typing import Any
 
@@ -44,29 +47,47 @@ _REQUIRES_GRAD = operator.attrgetter("requires_grad")
 def recyclable(out: Any, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     """The result leaves of ``out`` worth writing into recycled buffers, in flattened order.
 
-    New (not among the input ``tensors``), plain, contiguous tensors of :data:`RECYCLE_BYTES`
-    or more that do not require grad, are not views and are not viewed by another result.
+    New plain, contiguous tensors of :data:`RECYCLE_BYTES` or more that do not require grad,
+    share memory with no input (``tensors``) and no other result (views, ``detach()``: writing
+    into a buffer would end such sharing), and whose shape, dtype and device no input and no
+    other result has.
     """
     results = [x for x in optree.tree_leaves(out, **OPTS) if isinstance(x, torch.Tensor)]
-    inputs = set(map(id, tensors))
-    viewed = {id(x._base) for x in results if x._base is not None}
+    inputs = {_storage(t) for t in tensors}
+    storages = collections.Counter(_storage(x) for x in {id(x): x for x in results}.values())
     picked: list[torch.Tensor] = []
     seen: set[int] = set()
     for x in results:
         if (
             type(x) is torch.Tensor
-            and id(x) not in inputs
             and id(x) not in seen
-            and id(x) not in viewed
-            and x._base is None
-            and not x.requires_grad
             and x.layout is torch.strided
-            and x.is_contiguous()
             and x.nbytes >= RECYCLE_BYTES
+            and not x.requires_grad
+            and x.is_contiguous()
+            and storages[_storage(x)] == 1
+            and _storage(x) not in inputs
         ):
             seen.add(id(x))
             picked.append(x)
-    return picked
+    # Results reach buffers by the donation rule (first free buffer of the same shape, dtype and
+    # device, in flattened order). Keep only results whose (shape, dtype, device) no input and
+    # no other result has, so that each buffer receives exactly the result it was made for.
+    others = {_key(t) for t in tensors}
+    others.update(_key(x) for x in results if id(x) not in seen)
+    return [x for x in picked if _key(x) not in others]
+
+
+def _key(x: torch.Tensor) -> tuple[Any, ...]:
+    return (tuple(x.shape), x.dtype, x.device)
+
+
+def _storage(x: torch.Tensor) -> int:
+    """Where ``x``'s memory starts (sparse and other storage-less tensors: ``-id(x)``)."""
+    try:
+        return x.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return -id(x)
 
 
 class ResultRecycling:
