@@ -189,6 +189,17 @@ def test_keyboard_interrupt_while_waiting_stops_the_workers_at_once(monkeypatch)
 
 
 def test_a_real_ctrl_c_leaves_no_worker_behind_and_workers_ignore_sigint():
+    # A process started in the background by a non-interactive shell begins with SIGINT
+    # ignored, and Python then never turns Ctrl-C into KeyboardInterrupt: install the handler
+    # an interactive Python has, so that the test means the same however pytest was started.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _real_ctrl_c()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _real_ctrl_c():
     ds = fnn_data.from_arrays(np.arange(400)).map(_slow).batch(4).workers(2)
     it = iter(ds)
     first = next(it)
