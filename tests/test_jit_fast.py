@@ -242,3 +242,43 @@ def test_any_sequence_of_calls_gives_the_eager_results(changes):
         with torch.no_grad():
             assert_trees_all_close(got, affine(params, x), rtol=1e-6, atol=1e-6)
     assert fast_paths(_shared) <= MAX_FAST_PATHS
+
+
+def test_a_model_train_step_takes_the_fast_path_and_matches_eager(monkeypatch):
+    # A realistic step: an fnn.nn model with BatchNorm and dropout keys, an optimizer chain,
+    # donation. Dynamo guards hundreds of Python objects here; the fast path must still be
+    # built (dynamo's full check passes once) and then give the eager step's results.
+    import fnn_optim as optim
+    from fnn import nn
+
+    model = nn.Sequential([nn.Linear(8), nn.BatchNorm1d(), nn.relu, nn.Dropout(0.1), nn.Linear(2)])
+    x, y = torch.randn(6, 5), torch.randn(6, 2)
+    params, state = model.init(fnn.random.key(0), x)
+    # SGD, not Adam: the first bias feeds BatchNorm, so its true gradient is zero, and Adam
+    # would turn the eager and compiled rounding noise (1e-7) into full-size, differing steps.
+    schedule = optim.warmup_cosine(0.1, 2, 20)
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(schedule, momentum=0.9))
+
+    def step(params, opt_state, state, key, x, y):
+        def loss(p, s):
+            out, s = model.apply(p, x, state=s, key=key, train=True)
+            return ((out - y) ** 2).mean(), s
+
+        (value, state), grads = fnn.value_and_grad(loss, has_aux=True)(params, state)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optim.apply_updates(params, updates), opt_state, state, value
+
+    jitted = fnn.jit(step, donate_argnums=(0, 1, 2), **EAGER)
+    clone = lambda tree: fnn.tree.map(torch.clone, tree)  # noqa: E731
+    ref = (clone(params), opt.init(params), clone(state))
+    got = (clone(params), opt.init(params), clone(state))
+    for i in range(4):
+        key = fnn.random.key(i)
+        *ref, ref_value = step(*ref, key, x, y)
+        *got, got_value = jitted(*got, key, x, y)
+        assert_trees_all_close((got, got_value), (ref, ref_value), rtol=1e-5, atol=1e-6)
+        if i == 1:
+            assert fast_paths(jitted) == 1
+            taken = hits(jitted, monkeypatch)
+    assert len(taken) == 2
+    assert jitted.num_compiles == 1
