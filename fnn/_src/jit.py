@@ -549,16 +549,19 @@ class Jitted(Diagnostics):
         picked = recyclable(out, tensors) if self._reuse_buffers else []
         if not picked:
             return False
-        template_args, template_kwargs, donated = self._layout(key, leaves)
-        extra = list(range(len(tensors), len(tensors) + len(picked)))
-        template = (template_args, template_kwargs, donated + extra)
-        generated, donated = generate(self._fun, self._name, template, key[1], donate=True)
-        compiled = torch.compile(
-            generated,
-            fullgraph=True,
-            dynamic=self._dynamic,
-            **_with_defaults(self._compile_options, self._dynamic),
-        )
+        try:  # the call itself succeeded: a problem here only means no recycling
+            template_args, template_kwargs, donated = self._layout(key, leaves)
+            extra = list(range(len(tensors), len(tensors) + len(picked)))
+            template = (template_args, template_kwargs, donated + extra)
+            generated, donated = generate(self._fun, self._name, template, key[1], donate=True)
+            compiled = torch.compile(
+                generated,
+                fullgraph=True,
+                dynamic=self._dynamic,
+                **_with_defaults(self._compile_options, self._dynamic),
+            )
+        except Exception:
+            return False
         entry = _Entry(generated, compiled, donated, num_tensors=len(tensors) + len(picked))
         return ResultRecycling(entry, picked)
 
