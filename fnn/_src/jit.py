@@ -38,7 +38,7 @@ from fnn._src.jit_codegen import OPTS as _OPTS
 from fnn._src.jit_codegen import generate, layout
 from fnn._src.jit_codegen import is_tensor as _is_tensor
 from fnn._src.jit_diagnostics import Diagnostics
-from fnn._src.jit_fast import MAX_FAST_PATHS, FastPath, build
+from fnn._src.jit_fast import MAX_FAST_PATHS, FastPath, build, stance
 from fnn._src.jit_recycle import ResultRecycling, recyclable
 from fnn._src.tracing import plain_eager
 
@@ -223,11 +223,6 @@ _PLAIN_TENSOR_TYPES = frozenset({torch.Tensor, torch.nn.Parameter})
 _NOT_RUN = object()  # _run_recycling declined: run the entry's first version
 
 
-def _stance() -> str:
-    """torch.compile's current stance (``torch.compiler.set_stance``)."""
-    return getattr(getattr(torch._dynamo.eval_frame, "_stance", None), "stance", "")
-
-
 class _Entry:
     """One cache entry: the compiled function for a key and which of its tensors are donated."""
 
@@ -378,7 +373,7 @@ class Jitted(Diagnostics):
         the entry stops recycling and the caller runs the first version (``_NOT_RUN``).
         """
         first = recycling.calls == 0
-        if first and _stance() != "default":
+        if first and stance() != "default":
             entry.recycling = False
             return _NOT_RUN
         buffers = recycling.take()
@@ -522,13 +517,13 @@ class Jitted(Diagnostics):
             _counters = counters
         change = self._what_changed(key, leaves, dyn_args, dyn_kwargs)
         if self._cache:
-            stance = _stance()
-            if stance == "fail_on_recompile" or torch._dynamo.config.error_on_recompile:
+            now = stance()
+            if now == "fail_on_recompile" or torch._dynamo.config.error_on_recompile:
                 raise RuntimeError(
                     f"fnn.jit({self._name}) would compile again while torch.compile's stance is "
                     f"'fail_on_recompile': {change}."
                 )
-            if stance == "eager_on_recompile":
+            if now == "eager_on_recompile":
                 return None
         generated, donated = self._generate(key, leaves, donate=True)
         compiled = torch.compile(
