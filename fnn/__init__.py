@@ -25,6 +25,10 @@ from fnn._src.control_flow import fori_loop as fori_loop
 from fnn._src.control_flow import scan as scan
 from fnn._src.control_flow import switch as switch
 from fnn._src.control_flow import while_loop as while_loop
+from fnn._src.cpu_memory import configure_from_environment as _configure_cpu_memory
+from fnn._src.cpu_memory import cpu_memory_policy as cpu_memory_policy
+from fnn._src.cpu_memory import release_cpu_memory as release_cpu_memory
+from fnn._src.cpu_memory import set_cpu_memory_policy as set_cpu_memory_policy
 from fnn._src.jit import jit as jit
 from fnn._src.remat import remat as remat
 from fnn._src.vmap import vmap as vmap
@@ -33,6 +37,9 @@ if TYPE_CHECKING:  # loaded on first use at run time (see ``__getattr__``)
     from fnn import checkpoint, losses, models, nn
 
 __version__ = "0.1.0"
+
+# Large CPU tensors are reused, not page-faulted in afresh every step (fnn/_src/cpu_memory.py).
+_configure_cpu_memory()
 
 # The layers above the transforms (DESIGN.md: fnn.nn, fnn.losses and fnn.models at layer 3,
 # fnn.checkpoint at 4) load on first use, so that fnn_optim and fnn_data, which build on fnn.tree
@@ -56,6 +63,7 @@ __all__ = [
     "associative_scan",
     "checkpoint",
     "cond",
+    "cpu_memory_policy",
     "fori_loop",
     "grad",
     "hessian",
@@ -67,8 +75,10 @@ __all__ = [
     "models",
     "nn",
     "random",
+    "release_cpu_memory",
     "remat",
     "scan",
+    "set_cpu_memory_policy",
     "stop_gradient",
     "switch",
     "testing",
