@@ -1,10 +1,10 @@
 """The functional ``update`` of ``sgd``, ``adam``, ``adamw`` and ``amsgrad`` in plain eager mode.
 
 A functional update must return a new state and new updates. Written op by op through the
-chain, that is eight foreach passes for Adam and fresh memory for every new buffer, which glibc
-page-faults back in every step. Here each new buffer is one the update returned two calls
-earlier and nothing outside the optimizer refers to any more (:mod:`fnn._src.recycle`), and
-the arithmetic takes few passes:
+chain, that is eight foreach passes for Adam and fresh memory for every new buffer (which glibc
+page-faults back in every step unless fnn's ``"keep"`` CPU memory policy is on). Here each new
+buffer is one the update returned two calls earlier and nothing outside the optimizer refers to
+any more (:mod:`fnn._src.recycle`), and the arithmetic takes few passes:
 
 - Adam / AdamW / AMSGrad: the new moments start as copies of the old ones, the updates as a
   zeroed buffer, and torch's fused kernel (``torch._fused_adam_``) advances them; AdamW's

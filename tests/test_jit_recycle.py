@@ -25,6 +25,9 @@ EAGER = {"backend": "eager"}
 @pytest.fixture(autouse=True)
 def small_threshold(monkeypatch):
     monkeypatch.setattr(jit_recycle, "RECYCLE_BYTES", 256)  # 64 float32s count as large
+    # Recycling runs when glibc returns large blocks to the system (fnn's "release" policy); the
+    # process-wide policy itself stays as it is.
+    monkeypatch.setattr(jit_recycle, "cpu_memory_policy", lambda: "release")
 
 
 def outer(w: torch.Tensor, x: torch.Tensor) -> dict:
@@ -165,6 +168,21 @@ def test_small_results_are_left_alone(monkeypatch):
         f(*data(seed))
     assert f.num_compiles == 1
     assert next(iter(f._cache.values())).recycling is False
+
+
+@pytest.mark.parametrize("policy", ["keep", "release", "system"])
+def test_recycling_runs_only_when_the_allocator_returns_freed_blocks(monkeypatch, policy):
+    monkeypatch.setattr(jit_recycle, "cpu_memory_policy", lambda: policy)
+    f = fnn.jit(outer, **EAGER)
+    for seed in range(3):
+        w, x = data(seed)
+        assert_trees_all_close(f(w, x), outer(w, x))
+    recycling = next(iter(f._cache.values())).recycling
+    if policy == "keep":  # glibc reuses freed blocks itself: no second version compiled
+        assert (f.num_compiles, recycling) == (1, False)
+    else:
+        assert f.num_compiles == 2
+        assert recycling.calls == 2
 
 
 def test_under_fail_on_recompile_the_second_version_is_never_compiled():

@@ -5,10 +5,13 @@ Used by ``fnn_optim``'s eager functional updates (new moments and updates every 
 
 A functional eager update returns new tensors every step: new moments, new updates. The old
 ones die when the caller rebinds its state. Each step therefore frees and allocates the same
-sizes again, and glibc returns freed memory at the top of the heap to the operating system at
-once (above a 1 MB trim threshold once it has seen half-megabyte blocks), so every step page-faults
+sizes again. With glibc's own settings (fnn's CPU memory policies ``"release"`` and
+``"system"``), freed memory at the top of the heap goes back to the operating system at once
+(above a 1 MB trim threshold once it has seen half-megabyte blocks), so every step page-faults
 its new buffers back in. Measured here on the 9.9M-parameter Adam step of
-``benchmarks/optim_bench.py``: about 9,700 faults a step, roughly 20 ms of a 49 ms step.
+``benchmarks/optim_bench.py``: about 9,700 faults a step, roughly 20 ms of a 49 ms step. Under
+the default ``"keep"`` policy glibc reuses the blocks itself; recycling then saves the
+allocations and keeps the arithmetic in the few passes the updates are written for.
 
 :class:`Recycler` keeps the buffers an update returned during its last two calls and hands a
 set back as the next outputs only when nothing outside it refers to them: no Python reference
