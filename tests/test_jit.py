@@ -16,6 +16,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fnn
 from fnn.testing import (
@@ -244,6 +246,42 @@ def test_a_changed_static_argument_compiles_again_and_the_same_value_does_not():
     assert_trees_all_equal(power(torch.arange(4.0), 3, op="sub"), torch.arange(4.0) ** 3 - 1)
     assert power.num_compiles == start + 2  # a new shape: dynamo recompiles, counted too
     assert_trees_all_equal(power(x, n=4), x**4 + 1)  # a static parameter passed by keyword
+
+
+def _mixed(tree, n, op="add"):
+    kind = {dict: 1.0, collections.OrderedDict: 3.0, tuple: 5.0}.get(type(tree), 7.0)
+    out = sum(fnn.tree.leaves(tree)) ** n * kind  # a wrong entry gives a wrong number
+    return out + 1 if op == "add" else out - 1
+
+
+by_structure = fnn.jit(_mixed, static_argnums=(1,), static_argnames=("op",), **EAGER)
+_MIXED_TREES = {
+    "dict": lambda x: {"a": x, "b": 2 * x},
+    "ordered": lambda x: collections.OrderedDict(a=x, b=2 * x),
+    "tuple": lambda x: (x, 2 * x),
+    "nested": lambda x: {"a": (x,), "b": [2 * x]},
+    "number": lambda x: {"a": x, "b": 2.0},
+}
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(sorted(_MIXED_TREES)), st.sampled_from([1, 2])),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_any_sequence_of_structures_and_statics_runs_the_entry_compiled_for_it(calls):
+    """The last call's entry is reused by comparing structures, never for a different one."""
+    x = torch.arange(3.0)
+    for kind, n in calls:
+        tree = _MIXED_TREES[kind](x)
+        assert_trees_all_close(by_structure(tree, n), _mixed(tree, n))
+        seen = by_structure.num_compiles
+        assert_trees_all_close(by_structure(tree, n, op="sub"), _mixed(tree, n, op="sub"))
+        assert_trees_all_close(by_structure(tree, n), _mixed(tree, n))
+        assert by_structure.num_compiles <= seen + 1  # op="sub" may compile once; the repeat never
 
 
 def test_an_unhashable_static_argument_is_a_clear_error():

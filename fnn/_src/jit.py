@@ -45,6 +45,21 @@ from fnn._src.tracing import plain_eager
 __all__ = ["jit"]
 
 _DISABLE_VAR = "FNN_DISABLE_JIT"
+# ``os.environ.get`` encodes the name and raises and catches a KeyError when it is unset (2-3
+# µs a call here, ~15 µs with cold caches); CPython's environ keeps the encoded mapping in
+# ``_data``, updated by every ``os.environ`` write.
+_ENV_DATA: dict[Any, Any] | None = getattr(os.environ, "_data", None)
+_ENV_KEY: Any = getattr(os.environ, "encodekey", lambda k: k)(_DISABLE_VAR)
+
+
+def _jit_disabled() -> bool:
+    """Whether ``FNN_DISABLE_JIT`` is set to anything but ``""`` or ``"0"``, read now."""
+    if _ENV_DATA is None:  # pragma: no cover - a Python without CPython's os.environ
+        return os.environ.get(_DISABLE_VAR, "") not in ("", "0")
+    value = _ENV_DATA.get(_ENV_KEY)
+    return value is not None and value not in (b"", b"0", "", "0")
+
+
 _counters: Any = None  # torch._dynamo.utils.counters, imported on the first compile
 
 
@@ -310,6 +325,7 @@ class Jitted(Diagnostics):
         self._cache: dict[Any, _Entry] = {}
         self._first_of_structure: dict[Any, tuple[Any, ...]] = {}
         self._last_key: Any = None
+        self._hit: tuple[Any, Any, _Entry] | None = None
         self._warned_numbers = False
         self._num_compiles = 0
         functools.update_wrapper(self, fun)  # type: ignore[arg-type]
@@ -325,7 +341,7 @@ class Jitted(Diagnostics):
             dyn_args, dyn_kwargs, static_key = self._split(args, kwargs)
         else:
             dyn_args, dyn_kwargs, static_key = args, kwargs, ()
-        if os.environ.get(_DISABLE_VAR, "") not in ("", "0"):
+        if _jit_disabled():
             self._hash_statics(static_key)
             return self._run_eagerly(args, kwargs, dyn_args, dyn_kwargs)
         leaves, treedef = optree.tree_flatten((dyn_args, dyn_kwargs), **_OPTS)
@@ -340,11 +356,17 @@ class Jitted(Diagnostics):
                 if not t
             )
         key = (treedef, static_key, consts)
-        try:
-            entry = self._cache.get(key)
-        except TypeError:
-            self._hash_statics(static_key)
-            raise self._unhashable_leaf(leaves, dyn_args, dyn_kwargs) from None
+        hit = self._hit  # the entry of the last all-tensor call: compared, not hashed again
+        if not consts and hit is not None and hit[0] == treedef and hit[1] == static_key:
+            entry = hit[2]
+        else:
+            try:
+                entry = self._cache.get(key)
+            except TypeError:
+                self._hash_statics(static_key)
+                raise self._unhashable_leaf(leaves, dyn_args, dyn_kwargs) from None
+            if entry is not None and not consts:
+                self._hit = (treedef, static_key, entry)
         fresh = entry is None
         if fresh:
             entry = self._new_entry(key, leaves, dyn_args, dyn_kwargs)
