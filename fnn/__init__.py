@@ -4,7 +4,9 @@ Pytrees (:mod:`fnn.tree`), explicit PRNG keys (:mod:`fnn.random`), chex-like tes
 (:mod:`fnn.testing`), and the transforms every user writes: ``grad``, ``value_and_grad``,
 ``vmap``, ``jacrev``, ``jacfwd``, ``hessian``, ``jvp``, ``vjp``, ``stop_gradient``, ``jit``,
 ``remat`` and the ``jax.lax``-style control flow ``scan``, ``fori_loop``, ``while_loop``,
-``cond``, ``switch``, ``associative_scan``.
+``cond``, ``switch``, ``associative_scan``. On import fnn tells glibc's malloc to keep freed CPU
+blocks for reuse (``cpu_memory_policy``, ``set_cpu_memory_policy``, ``release_cpu_memory``;
+``FNN_CPU_MEMORY=system`` leaves the allocator alone).
 """
 
 import importlib
