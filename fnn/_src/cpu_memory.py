@@ -8,9 +8,10 @@ zero-fills and maps them one 4 KiB page fault at a time: about 20,000 faults, wh
 than the arithmetic. Smaller blocks suffer the same until the threshold has adapted.
 
 At import fnn tells glibc to serve every block from its heap and to keep up to
-:data:`KEEP_BYTES` of freed memory at the heap's top (policy ``"keep"``), which is what the
-PyTorch CPU tuning guide asks of jemalloc and tcmalloc. The price is that the process's RSS does
-not shrink when tensors die; :func:`release_cpu_memory` gives freed memory back on demand.
+:data:`KEEP_BYTES` of freed memory at the heap's top (policy ``"keep"``): the caching that CPU
+tuning guides for PyTorch get by swapping in jemalloc or tcmalloc. The price is that the
+process's RSS does not shrink when tensors die; :func:`release_cpu_memory` gives freed memory
+back on demand.
 
 fnn leaves the allocator alone (policy ``"system"``) when the C library is not glibc, when
 ``FNN_CPU_MEMORY=system`` is set, or when the environment already tunes glibc's malloc
