@@ -84,6 +84,7 @@ def test_release_policy_and_opt_out_give_large_blocks_back_to_the_system():
     [
         {"MALLOC_MMAP_THRESHOLD_": "65536"},
         {"MALLOC_ARENA_MAX": "2"},
+        {"MALLOC_CONF": "background_thread:true"},  # jemalloc's variable: a tuned allocator
         {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"},
     ],
 )

@@ -15,7 +15,8 @@ back on demand.
 
 fnn leaves the allocator alone (policy ``"system"``) when the C library is not glibc, when
 ``FNN_CPU_MEMORY=system`` is set, or when the environment already tunes glibc's malloc
-(``MALLOC_*_`` variables or ``glibc.malloc`` tunables): the user's choice wins.
+(any ``MALLOC_*`` variable, e.g. ``MALLOC_MMAP_THRESHOLD_``, or a ``glibc.malloc`` tunable):
+the user's choice wins.
 """
 
 from __future__ import annotations
@@ -37,13 +38,6 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _RELEASE = {_M_MMAP_MAX: 65536, _M_MMAP_THRESHOLD: 32 << 20, _M_TRIM_THRESHOLD: 64 << 20}
 _KEEP = {_M_MMAP_MAX: 0, _M_TRIM_THRESHOLD: KEEP_BYTES}
 _ENV = "FNN_CPU_MEMORY"
-_MALLOC_ENV = (
-    "MALLOC_ARENA_MAX",
-    "MALLOC_MMAP_MAX_",
-    "MALLOC_MMAP_THRESHOLD_",
-    "MALLOC_TOP_PAD_",
-    "MALLOC_TRIM_THRESHOLD_",
-)
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -142,8 +136,8 @@ def release_cpu_memory() -> bool:
 
 def _user_tuned_malloc() -> bool:
     """Whether the environment already tunes glibc's malloc (then fnn leaves it alone)."""
-    return any(name in os.environ for name in _MALLOC_ENV) or "glibc.malloc." in os.environ.get(
-        "GLIBC_TUNABLES", ""
+    return any(name.startswith("MALLOC_") for name in os.environ) or (
+        "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
     )
 
 
