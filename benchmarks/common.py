@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import platform
+import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -62,6 +63,16 @@ def interleaved(
                 fn()
             times[name].append((time.perf_counter() - start) / number)
     return times
+
+
+def faults_per_step(step: Callable[[], object], steps: int = 7) -> float:
+    """Median minor page faults of one call of ``step``."""
+    counts = []
+    for _ in range(steps):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        step()
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return statistics.median(counts)
 
 
 def summarize(times: dict[str, list[float]], baseline: str) -> dict[str, dict[str, float]]:

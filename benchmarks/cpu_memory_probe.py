@@ -4,10 +4,10 @@
 
 For each policy (``keep``: fnn's default; ``release``; ``system``: glibc untouched) a fresh
 process times the suite's three per-example variants (the autograd loop, eager
-``fnn.vmap(fnn.grad)``, ``fnn.jit`` of it) interleaved, and counts the minor page faults of each
-call (``ru_minflt``). The per-example gradients of the 784-512-512-10 MLP over 32 examples are
-one 51 MB and one 34 MB tensor per call, above glibc's largest mmap threshold (32 MiB). This is
-a probe: it prints a Markdown table and writes nothing.
+``fnn.vmap(fnn.grad)``, ``fnn.jit`` of it) interleaved, then counts the minor page faults of a
+call of each (``ru_minflt``, median of 7). The per-example gradients of the 784-512-512-10 MLP
+over 32 examples are one 51 MB and one 34 MB tensor per call, above glibc's largest mmap
+threshold (32 MiB). This is a probe: it prints a Markdown table and writes nothing.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import time
 
 POLICIES = ("keep", "release", "system")
 
@@ -29,26 +27,16 @@ def child(reps: int) -> dict:
     import torch
 
     import fnn
+    from benchmarks.common import faults_per_step, interleaved
     from benchmarks.suite_variants import LOOP, PE_EAGER, PE_JIT, per_example_variant
 
     torch.set_num_threads(2)
     steps = {name: per_example_variant(name).step for name in (LOOP, PE_EAGER, PE_JIT)}
-    for step in steps.values():
-        for _ in range(3):
-            step()
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    faults: dict[str, list[int]] = {k: [] for k in steps}
-    for _ in range(reps):
-        for name, step in steps.items():
-            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            t0 = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - t0)
-            faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    times = interleaved(steps, reps, warmup=3)
     return {
         "policy": fnn.cpu_memory_policy(),
         "ms": {k: statistics.median(v) * 1e3 for k, v in times.items()},
-        "faults": {k: statistics.median(v) for k, v in faults.items()},
+        "faults": {k: faults_per_step(step) for k, step in steps.items()},
     }
 
 

@@ -20,14 +20,12 @@ the table give the counts next to the times.
 from __future__ import annotations
 
 import argparse
-import resource
-import statistics
 
 import torch
 
 import fnn
 import fnn_optim
-from benchmarks.common import interleaved, machine, summarize, write_report
+from benchmarks.common import faults_per_step, interleaved, machine, summarize, write_report
 
 WIDTH, LAYERS = 362, 75  # 75 weights (362, 362) + 75 biases: 150 tensors, 9.85M parameters
 
@@ -111,16 +109,6 @@ def fnn_jit_variant(make_opt):
 
     step()  # compile outside the timing
     return step
-
-
-def faults_per_step(step, steps: int = 7) -> float:
-    """Median minor page faults of one call of ``step``."""
-    counts = []
-    for _ in range(steps):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        step()
-        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    return statistics.median(counts)
 
 
 def main() -> None:
