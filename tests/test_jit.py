@@ -518,6 +518,7 @@ def test_trees_with_empty_dicts_pass_through_a_donating_step():
 def test_inductor_defaults_merge_under_the_users_options():
     from fnn._src.inductor import _Inductor
     from fnn._src.inductor import with_defaults as _with_defaults
+    from fnn._src.onednn_matmul import linear_pass
     from fnn._src.vec_isa import vec_isa_ok
 
     def config(options):  # inductor's config names: "cpp.vec_isa_ok" as given, dashes as _
@@ -526,6 +527,8 @@ def test_inductor_defaults_merge_under_the_users_options():
     defaults = {"cpp.max_horizontal_fusion_size": 1, "size_asserts": False}
     if vec_isa_ok():
         defaults["cpp.vec_isa_ok"] = True
+    if linear_pass() is not None:
+        defaults["post_grad_custom_post_pass"] = linear_pass()
     made = _with_defaults({})
     assert list(made) == ["backend"] and isinstance(made["backend"], _Inductor)
     assert made["backend"].config == config(defaults)
@@ -534,6 +537,7 @@ def test_inductor_defaults_merge_under_the_users_options():
         "size_asserts": True,
         "cpp_wrapper": True,
         "cpp.vec_isa_ok": None,
+        "post_grad_custom_post_pass": None,
     }
     made = _with_defaults({"options": mine, "disable": False}, dynamic=True)
     assert made["backend"].config == config(mine)  # the user's values win

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from fnn._src.onednn_matmul import linear_pass
 from fnn._src.vec_isa import vec_isa_ok
 
 # Why: see jit's docstring. size_asserts re-checks every input's sizes and strides in Python on
@@ -22,7 +23,9 @@ def with_defaults(compile_options: dict[str, Any], dynamic: bool | None = None) 
     With inductor and no ``mode``, the backend becomes :class:`_Inductor` (inductor itself, which
     turns off channels-last layout optimization for graphs that train BatchNorm) holding
     :data:`_INDUCTOR_DEFAULTS` under the user's options, plus ``cpp.vec_isa_ok=True`` once
-    inductor's vector-ISA probes are known to pass on this machine (:mod:`fnn._src.vec_isa`).
+    inductor's vector-ISA probes are known to pass on this machine (:mod:`fnn._src.vec_isa`)
+    and, where PyTorch has oneDNN, the post-grad pass that moves float32 CPU matrix products
+    to oneDNN where it measured faster (:mod:`fnn._src.onednn_matmul`).
     """
     backend = compile_options.get("backend", "inductor")
     if backend != "inductor" or "mode" in compile_options:  # torch.compile: mode xor options
@@ -30,6 +33,9 @@ def with_defaults(compile_options: dict[str, Any], dynamic: bool | None = None) 
     defaults = dict(_INDUCTOR_DEFAULTS)
     if vec_isa_ok():
         defaults["cpp.vec_isa_ok"] = True
+    linear = linear_pass()
+    if linear is not None:
+        defaults["post_grad_custom_post_pass"] = linear
     options = {**defaults, **(compile_options.get("options") or {})}
     if _Inductor is None:
         return {**compile_options, "options": options}

@@ -1,0 +1,148 @@
+"""fnn.jit's oneDNN pass: which float32 CPU products it moves, and that results stay MKL's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.fx.experimental.proxy_tensor import make_fx
+
+import fnn
+from fnn._src import onednn_matmul as om
+
+pytestmark = pytest.mark.skipif(om._OP is None, reason="this PyTorch has no oneDNN linear kernel")
+
+aten = torch.ops.aten
+PRODUCTS = (aten.mm.default, aten.addmm.default)
+
+
+def _passed(fn, *args):
+    """``fn`` traced to aten ops (fake tensors, as inductor's graphs carry), after the pass."""
+    gm = make_fx(fn, tracing_mode="fake")(*args)
+    om.linear_pass()(gm.graph)
+    gm.recompile()
+    return gm
+
+
+def _targets(gm) -> list:
+    return [n.target for n in gm.graph.nodes if n.op == "call_function"]
+
+
+def _linear(x, w, b):
+    return torch.nn.functional.linear(x, w, b)
+
+
+def _matmul(x, m2, b):  # ``m2`` is (K, N): oneDNN gets its transpose as the weight
+    return x @ m2 if b is None else torch.addmm(b, x, m2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    m=st.integers(1, 40),
+    k=st.integers(1, 40),
+    n=st.integers(1, 40),
+    with_bias=st.booleans(),
+    weight_rows=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_row_major_products_move_to_onednn_and_equal_mkl(m, k, n, with_bias, weight_rows, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, k, generator=g)
+    w = torch.randn(n, k, generator=g) if weight_rows else torch.randn(k, n, generator=g)
+    b = torch.randn(n, generator=g) if with_bias else None
+    fn = _linear if weight_rows else _matmul
+    old = om.MIN_MACS
+    om.MIN_MACS = 0
+    try:
+        gm = _passed(fn, x, w, b)
+    finally:
+        om.MIN_MACS = old
+    targets = _targets(gm)
+    assert om._OP in targets and not set(PRODUCTS) & set(targets), targets
+    torch.testing.assert_close(gm(x, w, b), fn(x, w, b), rtol=1e-5, atol=1e-5)
+
+
+def _cases():
+    x, w, b = torch.randn(48, 40), torch.randn(56, 40), torch.randn(56)
+    h = torch.randn(48, 56)
+    return {
+        "transposed input (a weight gradient)": (lambda dz, h: dz.t() @ h, (x, h)),
+        "float64": (_linear, (x.double(), w.double(), b.double())),
+        "2-D bias": (lambda x, w, b: torch.addmm(b, x, w.t()), (x, w, b.expand(48, 56) + 0)),
+        "beta and alpha": (lambda x, w, b: torch.addmm(b, x, w.t(), beta=0.5, alpha=2), (x, w, b)),
+        "weight with gaps": (
+            lambda x, w: x @ w[:, ::2],
+            (torch.randn(48, 40), torch.randn(40, 112)),
+        ),
+        "batched input": (
+            lambda x, w: torch.bmm(x, w),
+            (torch.randn(2, 48, 40), torch.randn(2, 40, 8)),
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_cases()))
+def test_products_onednn_should_not_take_stay_on_mkl(case):
+    fn, args = _cases()[case]
+    old = om.MIN_MACS
+    om.MIN_MACS = 0
+    try:
+        gm = _passed(fn, *args)
+    finally:
+        om.MIN_MACS = old
+    assert om._OP not in _targets(gm)
+    torch.testing.assert_close(gm(*args), fn(*args))
+
+
+def test_products_with_symbolic_sizes_stay_on_mkl(monkeypatch):
+    monkeypatch.setattr(om, "MIN_MACS", 0)
+    x, w, b = torch.randn(48, 40), torch.randn(56, 40), torch.randn(56)
+    gm = make_fx(_linear, tracing_mode="symbolic")(x, w, b)
+    om.linear_pass()(gm.graph)
+    gm.recompile()
+    assert om._OP not in _targets(gm)
+    torch.testing.assert_close(gm(x, w, b), _linear(x, w, b))
+
+
+def test_products_below_the_size_threshold_stay_on_mkl():
+    x, w, b = torch.randn(64, 256), torch.randn(256, 256), torch.randn(256)  # 4.2M MACs
+    assert 64 * 256 * 256 < om.MIN_MACS
+    assert om._OP not in _targets(_passed(_linear, x, w, b))
+    x = torch.randn(256, 512)  # 256 x 512 x 256 = 33.5M MACs
+    assert 256 * 512 * 256 >= om.MIN_MACS
+    assert om._OP in _targets(_passed(_linear, x, torch.randn(256, 512), b))
+
+
+def test_jitted_training_step_runs_products_on_onednn_and_matches_eager(monkeypatch):
+    monkeypatch.setattr(om, "MIN_MACS", 0)  # part of the pass's cache key: compiled afresh
+    g = torch.Generator().manual_seed(0)
+    params = {
+        "w1": torch.randn(16, 12, generator=g) * 0.3,
+        "b1": torch.randn(16, generator=g),
+        "w2": torch.randn(3, 16, generator=g) * 0.3,
+    }
+    x, y = torch.randn(20, 12, generator=g), torch.randint(0, 3, (20,), generator=g)
+
+    def loss(p, x, y):
+        h = torch.relu(torch.nn.functional.linear(x, p["w1"], p["b1"]))
+        return torch.nn.functional.cross_entropy(h @ p["w2"].t(), y)
+
+    step = fnn.jit(fnn.value_and_grad(loss))
+    with torch.profiler.profile() as prof:
+        value, grads = step(params, x, y)
+    names = {e.name for e in prof.events()}
+    assert "fnn::onednn_linear" in names, sorted(n for n in names if "::" in n)
+    want_value, want_grads = fnn.value_and_grad(loss)(params, x, y)
+    torch.testing.assert_close(value, want_value)
+    torch.testing.assert_close(grads, want_grads)
+
+
+def test_the_environment_switch(monkeypatch):
+    monkeypatch.setenv("FNN_ONEDNN_MATMUL", "0")
+    assert om.linear_pass() is None
+    monkeypatch.setenv("FNN_ONEDNN_MATMUL", "1")
+    assert om.linear_pass() is om.linear_pass() is not None
+    monkeypatch.setenv("FNN_ONEDNN_MATMUL", "yes")
+    with pytest.raises(ValueError, match=r"FNN_ONEDNN_MATMUL must be 0 .* got 'yes'"):
+        om.linear_pass()
