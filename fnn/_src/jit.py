@@ -196,7 +196,7 @@ def jit(
             (ResNet-18: 182 ms with it, 146 ms without), while it speeds up convolution nets
             without BatchNorm by about 20%. Where PyTorch has oneDNN, it also installs a
             ``post_grad_custom_post_pass`` that runs large float32 CPU matrix products on
-            oneDNN's linear kernel instead of MKL (2-6% off the suite's transformer and CNN
+            oneDNN's linear kernel instead of MKL (1-7% off the suite's transformer and CNN
             steps here; see ``fnn._src.onednn_matmul``; ``FNN_ONEDNN_MATMUL=0`` turns it off).
 
     Returns:
