@@ -146,3 +146,17 @@ def test_the_environment_switch(monkeypatch):
     monkeypatch.setenv("FNN_ONEDNN_MATMUL", "yes")
     with pytest.raises(ValueError, match=r"FNN_ONEDNN_MATMUL must be 0 .* got 'yes'"):
         om.linear_pass()
+
+
+@pytest.mark.parametrize("weight_rows", [True, False])
+def test_weights_changed_in_place_between_calls_are_read_afresh(weight_rows):
+    # A donated training step overwrites the weights in their storage every step: the kernel
+    # must not reuse anything it derived from an earlier call's weight at the same address.
+    g = torch.Generator().manual_seed(1)
+    x, b = torch.randn(64, 96, generator=g), torch.randn(80, generator=g)
+    stored = torch.randn(80, 96, generator=g) if weight_rows else torch.randn(96, 80, generator=g)
+    for _ in range(3):
+        w = stored if weight_rows else stored.t()
+        torch.testing.assert_close(om._OP(x, w, b), torch.addmm(b, x, w.t()))
+        stored.mul_(-1.5).add_(0.25)
+        b.add_(1.0)
