@@ -196,8 +196,9 @@ def jit(
             (ResNet-18: 182 ms with it, 146 ms without), while it speeds up convolution nets
             without BatchNorm by about 20%. Where PyTorch has oneDNN, it also installs a
             ``post_grad_custom_post_pass`` that runs large float32 CPU matrix products on
-            oneDNN's linear kernel instead of MKL (1-7% off the suite's transformer and CNN
-            steps here; see ``fnn._src.onednn_matmul``; ``FNN_ONEDNN_MATMUL=0`` turns it off).
+            oneDNN's linear kernel instead of MKL (1-9% off the suite's transformer and CNN
+            steps here, less and not always on its MLP; see ``fnn._src.onednn_matmul``;
+            ``FNN_ONEDNN_MATMUL=0`` turns it off).
 
     Returns:
         A callable with the signature of ``fun`` and the attributes ``num_compiles`` (graphs
