@@ -1,12 +1,14 @@
 """Probe of fnn.jit's oneDNN pass on the suite's training steps: with it against without.
 
-    python -m benchmarks.onednn_probe [--only mlp cnn transformer] [--reps N]
+    python -m benchmarks.onednn_probe [--only mlp cnn transformer] [--reps N] [--mkl-first]
 
 For each workload, in one process: the eager ``torch.nn`` + ``torch.optim`` step (the suite's
 baseline), ``fnn.jit`` of the step compiled with the pass (the default) and compiled with
 ``FNN_ONEDNN_MATMUL=0`` (MKL for every product), timed interleaved (medians, ratios to the
 baseline). Before timing, it checks that the two compiled steps give the same loss to float
-rounding. This is a probe: it prints a Markdown table and writes nothing.
+rounding. ``--mkl-first`` compiles the MKL version first (the order the steps are compiled in
+decides where their buffers land; this checks that the order is not what the comparison
+shows). This is a probe: it prints a Markdown table and writes nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=["mlp", "cnn", "transformer"])
     parser.add_argument("--reps", type=int, default=50, help="timed samples per variant")
+    parser.add_argument("--mkl-first", action="store_true", help="compile the MKL step first")
     args = parser.parse_args()
     torch.set_num_threads(2)
     info = machine()
@@ -51,8 +54,12 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for key in args.only:
         workload = TRAIN_WORKLOADS[key]()
-        with_pass, loss_with = compiled(workload, onednn=True)
-        without, loss_without = compiled(workload, onednn=False)
+        if args.mkl_first:
+            without, loss_without = compiled(workload, onednn=False)
+            with_pass, loss_with = compiled(workload, onednn=True)
+        else:
+            with_pass, loss_with = compiled(workload, onednn=True)
+            without, loss_without = compiled(workload, onednn=False)
         torch.testing.assert_close(loss_with, loss_without, rtol=1e-4, atol=1e-5)
         steps = {BASE: train_variant(workload, BASE).step, WITH: with_pass, WITHOUT: without}
         times = interleaved(steps, args.reps, warmup=5, number=3)

@@ -22,8 +22,8 @@ CNN head, 64x4096 by 4096x128 (+ bias)                 434 µs       0.80
 
 Inside the compiled steps the gain is smaller and noisier: ``python -m
 benchmarks.onednn_probe`` took the suite's transformer step from 0.771x to 0.717x of eager and
-the CNN from 0.774x to 0.745x; the MLP was faster with the pass in nine of eleven A/B runs
-(median 0.721x against 0.743x) and slower in two (0.726x against 0.714x and 0.716x).
+the CNN from 0.774x to 0.745x; the MLP was faster with the pass in ten of twelve A/B runs
+(median 0.718x against 0.739x) and slower in two (0.726x against 0.714x and 0.716x).
 
 :func:`linear_pass` is the post-grad pass ``fnn.jit`` installs as inductor's
 ``post_grad_custom_post_pass``: it moves to oneDNN the float32 CPU products ``x @ w`` and
