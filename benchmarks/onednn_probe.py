@@ -16,18 +16,20 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+from collections.abc import Callable
 
 import torch
 
 from benchmarks.common import interleaved, machine
-from benchmarks.suite_models import TRAIN_WORKLOADS
+from benchmarks.suite_models import TRAIN_WORKLOADS, Workload
 from benchmarks.suite_variants import BASE, FNN_JIT, train_variant
 
 WITH, WITHOUT = "fnn.jit, oneDNN pass", "fnn.jit, MKL only"
 
 
-def compiled(workload, onednn: bool):
-    """The suite's ``fnn.jit`` step, compiled now with or without the pass."""
+def compiled(workload: Workload, onednn: bool) -> tuple[Callable[[], torch.Tensor], torch.Tensor]:
+    """The suite's ``fnn.jit`` step for ``workload``, compiled now with or without the pass, and
+    the loss its first (compiling) call returned."""
     before = os.environ.get("FNN_ONEDNN_MATMUL")
     os.environ["FNN_ONEDNN_MATMUL"] = "1" if onednn else "0"
     try:

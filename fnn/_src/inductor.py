@@ -24,8 +24,8 @@ def with_defaults(compile_options: dict[str, Any], dynamic: bool | None = None) 
     turns off channels-last layout optimization for graphs that train BatchNorm) holding
     :data:`_INDUCTOR_DEFAULTS` under the user's options, plus ``cpp.vec_isa_ok=True`` once
     inductor's vector-ISA probes are known to pass on this machine (:mod:`fnn._src.vec_isa`)
-    and, where PyTorch has oneDNN, the post-grad pass that moves float32 CPU matrix products
-    to oneDNN where it measured faster (:mod:`fnn._src.onednn_matmul`).
+    and, where PyTorch has oneDNN, the post-grad pass that moves large float32 CPU matrix
+    products to oneDNN's linear kernel (:mod:`fnn._src.onednn_matmul`).
     """
     backend = compile_options.get("backend", "inductor")
     if backend != "inductor" or "mode" in compile_options:  # torch.compile: mode xor options
