@@ -86,15 +86,11 @@ def _define_op() -> Any:
     return lib, torch.ops.fnn.onednn_linear.default
 
 
-def _weight_order(w: torch.Tensor) -> str | None:
-    """``"rows"`` for a row-major ``(N, K)`` weight, ``"cols"`` for the transpose of a row-major
-    ``(K, N)`` one, None for any other layout (left to MKL)."""
+def _dense_weight(w: torch.Tensor) -> bool:
+    """Whether the ``(N, K)`` weight is row-major or the transpose of a row-major ``(K, N)``
+    tensor (any other layout is left to MKL)."""
     n, k = w.shape
-    if w.stride() == (k, 1):
-        return "rows"
-    if w.stride() == (1, n):
-        return "cols"
-    return None
+    return w.stride() in ((k, 1), (1, n))
 
 
 def _transposed_arg(node: Any) -> Any:
@@ -143,7 +139,7 @@ def _candidate(node: torch.fx.Node) -> tuple[Any, Any, Any] | None:
         return None
     if m * k * n < MIN_MACS:
         return None
-    if _weight_order(m2v.t()) is None:
+    if not _dense_weight(m2v.t()):
         return None
     w = _transposed_arg(m2)
     return x, w, bias
