@@ -9,10 +9,12 @@ any more (:mod:`fnn._src.recycle`), and the arithmetic takes few passes:
 - Adam / AdamW / AMSGrad: the new moments start as copies of the old ones, the updates as a
   zeroed buffer, and torch's fused kernel (``torch._fused_adam_``) advances them; AdamW's
   decay is added to the updates afterwards.
-- SGD with momentum: each leaf's new momentum buffer and updates are written with two ``out=``
-  ops, the second reading what the first just wrote while it is still in cache (the fused
-  kernel would need a copy and a zeroed buffer first: 11 passes with ``apply_updates_``
-  against torch foreach's 8; this takes about 9).
+- SGD with momentum: when the two new buffers together are at least the size of the
+  last-level cache, one pass of :mod:`fnn_optim._streaming`'s kernel writes both with
+  streaming stores (a plain store to memory out of cache reads it in first). Otherwise each
+  leaf's new momentum buffer and updates are written with two ``out=`` ops, the second reading
+  what the first just wrote while it is still in cache (the fused kernel would need a copy and
+  a zeroed buffer first). Both give the same bits.
 
 Coupled weight decay first writes ``grads + weight_decay * params`` into a recycled buffer.
 Each step returns None (the chain runs and reports any problem) for inputs it does not take:
@@ -32,6 +34,7 @@ from torch import Tensor
 
 from fnn import tree as _tree
 from fnn._src.recycle import Layout, Recycler
+from fnn_optim import _streaming
 from fnn_optim._base import Params, Updates, _flatten, _unflatten
 from fnn_optim._inplace import (
     FunctionalStep,
@@ -277,15 +280,18 @@ def _sgd_leafwise(
 def sgd_functional_step(
     resolve_lr: Callable[[Any], Tensor], *, coupled_decay: bool, momentum: bool, nesterov: bool
 ) -> FunctionalStep:
-    """The functional update of ``sgd`` with momentum, leaf by leaf into recycled buffers.
+    """The functional update of ``sgd`` with momentum, into recycled buffers.
 
-    No fused kernel fits: ``_fused_sgd_`` updates its buffers in place, so it would need a copy
+    No torch kernel fits: ``_fused_sgd_`` updates its buffers in place, so it would need a copy
     of the momentum buffer and a zeroed updates buffer first (11 passes over memory with
-    ``apply_updates_`` against ``torch.optim`` foreach's 8). Instead each leaf's new momentum
-    buffer and updates are written with ``out=`` into buffers recycled from two calls earlier
-    (see :mod:`fnn._src.recycle`), the second op reading what the first just wrote while it
-    is still in cache. Coupled decay first writes ``grads + weight_decay * params`` into a
-    recycled buffer. Momentum-free SGD is left to the chain (one multiplication).
+    ``apply_updates_`` against ``torch.optim`` foreach's 8). The new momentum buffer and the
+    updates go into buffers recycled from two calls earlier (see :mod:`fnn._src.recycle`):
+    for float32 CPU states at least the size of the last-level cache (after the first step,
+    without dampening) in one pass of :func:`fnn_optim._streaming.sgd_momentum`'s streaming
+    stores; otherwise leaf by leaf with ``out=`` ops, the second reading what the first just
+    wrote while it is still in cache. Coupled decay first writes ``grads + weight_decay *
+    params`` into a recycled buffer. Momentum-free SGD is left to the chain (one
+    multiplication).
     """
     recycler, last = Recycler(), _LastLayout()
 
@@ -308,7 +314,7 @@ def sgd_functional_step(
         checked = _checked_layout(recycler, g, {"trace": buf}, p, last)
         if checked is None:
             return None
-        layout, _ = checked
+        layout, parts = checked
         new_buf = recycler.take("trace", layout)
         u = recycler.take("updates", layout)
         with torch.no_grad():
@@ -316,7 +322,16 @@ def sgd_functional_step(
             lr = resolve_lr(lr_state)
             first = bool(trace_state.count == 0)
             dampening = h["dampening"].item()
-            _sgd_leafwise(g, buf, new_buf, u, m, dampening, -lr, first=first, nesterov=nesterov)
+            streamed = (
+                not first
+                and dampening == 0
+                and len(parts) == 1
+                and layout[0][1] == torch.float32
+                and layout[0][2].type == "cpu"
+                and _streaming.sgd_momentum(g, buf, new_buf, u, m, -lr.item(), nesterov=nesterov)
+            )
+            if not streamed:
+                _sgd_leafwise(g, buf, new_buf, u, m, dampening, -lr, first=first, nesterov=nesterov)
         recycler.keep("trace", new_buf, layout)
         recycler.keep("updates", u, layout)
         new_trace = trace_state._replace(
