@@ -1,4 +1,4 @@
-"""Write the functional SGD-with-momentum update past the cache (streaming stores) when it is large.
+"""Streaming stores for the functional SGD-with-momentum update of large states.
 
 A functional update writes two new buffers (the new momentum buffer and the updates) where
 ``torch.optim`` overwrites its buffer in place. On x86 a plain store to memory that is not in
@@ -6,26 +6,30 @@ cache first reads the line in (read-for-ownership), so each new buffer costs a f
 measured here on one 9.85M-element tensor, ``torch.mul(a, s, out=c)`` into a buffer out of cache
 took 2.8-3.4 ms against 1.7-1.8 ms for ``a.mul_(s)`` and 1.6-1.8 ms to read ``a`` once. Counted in
 reads of the 40 MB, ``torch.optim`` foreach SGD makes 5 and the functional update plus
-``apply_updates_`` makes 6: a floor of 1.2x before any Python.
+``apply_updates_`` made 6: a floor of 1.2x before any Python (``benchmarks/optim_bench.py``
+measured 1.22-1.27x).
 
 This module's kernel computes both buffers in one pass with streaming (non-temporal) stores,
-which skip the read: ``new_buf = momentum * buf + grad`` and ``updates = -lr * new_buf`` (or
+which skip that read: ``new_buf = momentum * buf + grad`` and ``updates = -lr * new_buf`` (or
 ``-lr * (grad + momentum * new_buf)`` with Nesterov), 4 reads in all with ``apply_updates_``.
-On ``benchmarks/optim_bench.py``'s 150 tensors (9.85M parameters) a probe measured 0.85x of
-torch foreach's step with the kernel (two threads) against 1.08x with plain stores.
+The optimizer benchmark's functional SGD step then took 0.88x, 0.96x and 0.96x of torch foreach's
+in three runs. The parts run on torch's own OpenMP threads (the library links ``libgomp.so.1``,
+which resolves to the copy torch loaded): threads of another pool competed with torch's workers,
+which spin for a while after each op, and made the kernel slower than plain stores.
 
 Streaming stores send the lines to memory instead of the cache, which only pays when the
 buffers would not stay in cache anyway: the kernel runs when the two new buffers together are at
 least the size of the last-level cache (``/sys/devices/system/cpu/cpu0/cache``; 32 MiB if
-unknown). It computes exactly what the op-by-op path computes (``torch.add(grad, buf,
-alpha=momentum)`` is one fused multiply-add per element, as here), so results do not depend on
-which path ran.
+unknown). It rounds exactly where the op-by-op path does (``torch.add(grad, buf,
+alpha=momentum)`` is one fused multiply-add per element; Nesterov's buffer is a product, then a
+sum), so results do not depend on which path ran.
 
 The kernel is C, compiled once per machine with the system's C compiler (``$CC``, else ``cc``,
-``gcc`` or ``clang``; about 0.3 s) into ``$XDG_CACHE_HOME/fnn`` (``~/.cache/fnn``) and loaded
-with ``ctypes``. It has AVX-512 and AVX2 versions, picked by torch's own CPU capability (so that
-torch's kernels use fused multiply-adds too). Without a compiler, on another CPU, or with
-``FNN_STREAMING_STORES=0``, the op-by-op path runs.
+``gcc`` or ``clang``; about 0.3 s; without OpenMP if the compiler has none, then on one thread)
+into ``$XDG_CACHE_HOME/fnn`` (``~/.cache/fnn``) and loaded with ``ctypes``. It has AVX-512 and
+AVX2 versions, picked by torch's own CPU capability (so that torch's kernels use fused
+multiply-adds too). Without a compiler, on another CPU, or with ``FNN_STREAMING_STORES=0``, the
+op-by-op path runs.
 """
 
 from __future__ import annotations
@@ -51,12 +55,12 @@ _ENV = "FNN_STREAMING_STORES"
 _LOG = logging.getLogger("fnn_optim")
 _DEFAULT_CACHE_BYTES = 32 << 20
 # No contraction of a * b + c into one rounding: the kernel rounds where torch's ops round.
-_FLAGS = ("-O2", "-ffp-contract=off", "-shared", "-fPIC", "-pthread")
+_FLAGS = ("-O3", "-ffp-contract=off", "-shared", "-fPIC")
+_OPENMP = ("-fopenmp",)  # left out (one thread) where the compiler has no OpenMP
 
 _SOURCE = r"""
 #include <immintrin.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 
 typedef struct {
@@ -151,23 +155,16 @@ int fnn_sgd_momentum(const float *const *g, const float *const *b, float *const 
   int64_t total = 0;
   for (int64_t k = 0; k < leaves; k++) total += n[k];
   job_t jobs[64];
-  pthread_t ids[64];
-  int started[64] = {0};
   for (int t = 0; t < threads; t++) {
     job_t j = {g, b, x, u, n, leaves, total / 16 * t / threads * 16,
                t == threads - 1 ? total : total / 16 * (t + 1) / threads * 16, m, nlr,
                nesterov, isa};
     jobs[t] = j;
   }
-  for (int t = 1; t < threads; t++)
-    started[t] = pthread_create(&ids[t], 0, run, &jobs[t]) == 0;
-  run(&jobs[0]);
-  for (int t = 1; t < threads; t++) {
-    if (started[t])
-      pthread_join(ids[t], 0);
-    else
-      run(&jobs[t]);
-  }
+  /* torch's own OpenMP runtime (same soname, already loaded) runs the parts: a thread of
+     another pool would compete with torch's workers, which spin for a while after each op. */
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+  for (int t = 0; t < threads; t++) run(&jobs[t]);
   return 0;
 }
 """
@@ -213,7 +210,10 @@ def _build(compiler: str, target: Path) -> None:
         source.write_text(_SOURCE)
         out = Path(tmp) / target.name
         cmd = [compiler, *_FLAGS, str(source), "-o", str(out)]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+        try:
+            subprocess.run([*cmd, *_OPENMP], check=True, capture_output=True, timeout=120)
+        except subprocess.CalledProcessError:
+            subprocess.run(cmd, check=True, capture_output=True, timeout=120)
         os.replace(out, target)
 
 
@@ -229,7 +229,8 @@ def _library() -> ctypes.CDLL | None:
     if compiler is None:
         _LOG.info("fnn_optim: no C compiler found; SGD writes its buffers op by op")
         return None
-    key = hashlib.sha256("\0".join([_SOURCE, compiler, *_FLAGS]).encode()).hexdigest()[:16]
+    flags = [*_FLAGS, *_OPENMP]
+    key = hashlib.sha256("\0".join([_SOURCE, compiler, *flags]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"sgd_streaming_{key}.so"
     try:
         with _LOCK:
