@@ -160,3 +160,66 @@ def test_weights_changed_in_place_between_calls_are_read_afresh(weight_rows):
         torch.testing.assert_close(om._OP(x, w, b), torch.addmm(b, x, w.t()))
         stored.mul_(-1.5).add_(0.25)
         b.add_(1.0)
+
+
+def _relu_linear(x, w, b):
+    return torch.relu(torch.nn.functional.linear(x, w, b))
+
+
+def _linear_and_sum(x, w, b):  # the product itself is an output: no kernel to add the bias in
+    y = torch.nn.functional.linear(x, w, b)
+    return y, torch.relu(y)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    m=st.integers(1, 30),
+    k=st.integers(1, 30),
+    n=st.integers(1, 30),
+    seed=st.integers(0, 2**16),
+)
+def test_small_addmm_with_pointwise_uses_adds_its_bias_in_them(m, k, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    x, w, b = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g), torch.randn(n)
+    gm = _passed(_relu_linear, x, w, b)  # far below MIN_MACS: stays on MKL
+    targets = _targets(gm)
+    assert aten.addmm.default not in targets and aten.mm.default in targets, targets
+    assert aten.add.Tensor in targets and om._OP not in targets
+    torch.testing.assert_close(gm(x, w, b), _relu_linear(x, w, b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "fn, bias_shape",
+    [(_linear_and_sum, (56,)), (lambda x, w, b: torch.relu(torch.addmm(b, x, w.t())), (48, 56))],
+    ids=["product also returned", "2-D bias"],
+)
+def test_addmm_keeps_its_bias_unless_every_use_is_pointwise_and_the_bias_1d(fn, bias_shape):
+    x, w, b = torch.randn(48, 40), torch.randn(56, 40), torch.randn(*bias_shape)
+    gm = _passed(fn, x, w, b)
+    assert aten.addmm.default in _targets(gm)
+    torch.testing.assert_close(gm(x, w, b), fn(x, w, b))
+
+
+def test_jitted_small_mlp_adds_biases_in_its_kernels_and_matches_eager():
+    g = torch.Generator().manual_seed(2)
+    params = {
+        "w1": torch.randn(24, 10, generator=g) * 0.3,
+        "b1": torch.randn(24, generator=g),
+        "w2": torch.randn(1, 24, generator=g) * 0.3,
+        "b2": torch.randn(1, generator=g),
+    }
+    x, y = torch.randn(16, 10, generator=g), torch.randn(16, 1, generator=g)
+
+    def loss(p, x, y):
+        h = torch.relu(torch.nn.functional.linear(x, p["w1"], p["b1"]))
+        return ((torch.nn.functional.linear(h, p["w2"], p["b2"]) - y) ** 2).mean()
+
+    step = fnn.jit(fnn.value_and_grad(loss))
+    step(params, x, y)  # compile outside the profile
+    with torch.profiler.profile() as prof:
+        value, grads = step(params, x, y)
+    names = {e.name for e in prof.events()}
+    assert "aten::mm" in names and "aten::addmm" not in names, sorted(names)
+    want_value, want_grads = fnn.value_and_grad(loss)(params, x, y)
+    torch.testing.assert_close(value, want_value)
+    torch.testing.assert_close(grads, want_grads)
