@@ -155,8 +155,8 @@ def _bias_to_consumers(graph: torch.fx.Graph) -> None:
 
     MKL's ``addmm`` first copies the broadcast bias into its output; on the suite's tiny MLP
     those copies took about 5 of the jitted step's 112 µs. Inductor does the same rewrite on
-    GPUs only. The results differ from ``addmm``'s by float rounding (the bias is added after
-    the whole product instead of before it).
+    GPUs only. The results differ from ``addmm``'s by float rounding: MKL's gemm accumulates the
+    product onto the copied bias, here the bias is added to the finished product.
     """
     from torch._inductor.utils import is_pointwise_use
 
