@@ -45,6 +45,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from string import Template
 
 import torch
 from torch import Tensor
@@ -58,7 +59,7 @@ _DEFAULT_CACHE_BYTES = 32 << 20
 _FLAGS = ("-O3", "-ffp-contract=off", "-shared", "-fPIC")
 _OPENMP = ("-fopenmp",)  # left out (one thread) where the compiler has no OpenMP
 
-_SOURCE = r"""
+_TEMPLATE = r"""
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -81,54 +82,7 @@ static inline void one(const float *g, const float *b, float *x, float *u, int64
   u[i] = nesterov ? nlr * fmaf(m, xi, g[i]) : nlr * xi;
 }
 
-__attribute__((target("avx512f"))) static void seg512(
-    const float *g, const float *b, float *x, float *u, int64_t n, float m, float nlr,
-    int nesterov) {
-  int64_t i = 0;
-  while (i < n && ((uintptr_t)(x + i) & 63)) one(g, b, x, u, i++, m, nlr, nesterov);
-  const int stream = ((uintptr_t)(u + i) & 63) == 0;
-  const __m512 vm = _mm512_set1_ps(m), vl = _mm512_set1_ps(nlr);
-  for (; i + 16 <= n; i += 16) {
-    const __m512 gv = _mm512_loadu_ps(g + i);
-    const __m512 bv = _mm512_loadu_ps(b + i);
-    const __m512 xv =
-        nesterov ? _mm512_add_ps(_mm512_mul_ps(vm, bv), gv) : _mm512_fmadd_ps(vm, bv, gv);
-    const __m512 uv = _mm512_mul_ps(vl, nesterov ? _mm512_fmadd_ps(vm, xv, gv) : xv);
-    if (stream) {
-      _mm512_stream_ps(x + i, xv);
-      _mm512_stream_ps(u + i, uv);
-    } else {
-      _mm512_storeu_ps(x + i, xv);
-      _mm512_storeu_ps(u + i, uv);
-    }
-  }
-  for (; i < n; i++) one(g, b, x, u, i, m, nlr, nesterov);
-}
-
-__attribute__((target("avx2,fma"))) static void seg256(
-    const float *g, const float *b, float *x, float *u, int64_t n, float m, float nlr,
-    int nesterov) {
-  int64_t i = 0;
-  while (i < n && ((uintptr_t)(x + i) & 31)) one(g, b, x, u, i++, m, nlr, nesterov);
-  const int stream = ((uintptr_t)(u + i) & 31) == 0;
-  const __m256 vm = _mm256_set1_ps(m), vl = _mm256_set1_ps(nlr);
-  for (; i + 8 <= n; i += 8) {
-    const __m256 gv = _mm256_loadu_ps(g + i);
-    const __m256 bv = _mm256_loadu_ps(b + i);
-    const __m256 xv =
-        nesterov ? _mm256_add_ps(_mm256_mul_ps(vm, bv), gv) : _mm256_fmadd_ps(vm, bv, gv);
-    const __m256 uv = _mm256_mul_ps(vl, nesterov ? _mm256_fmadd_ps(vm, xv, gv) : xv);
-    if (stream) {
-      _mm256_stream_ps(x + i, xv);
-      _mm256_stream_ps(u + i, uv);
-    } else {
-      _mm256_storeu_ps(x + i, xv);
-      _mm256_storeu_ps(u + i, uv);
-    }
-  }
-  for (; i < n; i++) one(g, b, x, u, i, m, nlr, nesterov);
-}
-
+$SEGMENTS
 /* The part [start, stop) of the leaves laid end to end. */
 static void *run(void *arg) {
   const job_t *j = (const job_t *)arg;
@@ -170,6 +124,40 @@ int fnn_sgd_momentum(const float *const *g, const float *const *b, float *const 
 """
 
 
+# One vector loop per instruction set ($T target, $W-bit vectors of $L floats, $M alignment mask).
+_SEGMENT = r"""
+__attribute__((target("$T"))) static void seg$W(
+    const float *g, const float *b, float *x, float *u, int64_t n, float m, float nlr,
+    int nesterov) {
+  int64_t i = 0;
+  while (i < n && ((uintptr_t)(x + i) & $M)) one(g, b, x, u, i++, m, nlr, nesterov);
+  const int stream = ((uintptr_t)(u + i) & $M) == 0;
+  const __m$W vm = _mm${W}_set1_ps(m), vl = _mm${W}_set1_ps(nlr);
+  for (; i + $L <= n; i += $L) {
+    const __m$W gv = _mm${W}_loadu_ps(g + i);
+    const __m$W bv = _mm${W}_loadu_ps(b + i);
+    const __m$W xv =
+        nesterov ? _mm${W}_add_ps(_mm${W}_mul_ps(vm, bv), gv) : _mm${W}_fmadd_ps(vm, bv, gv);
+    const __m$W uv = _mm${W}_mul_ps(vl, nesterov ? _mm${W}_fmadd_ps(vm, xv, gv) : xv);
+    if (stream) {
+      _mm${W}_stream_ps(x + i, xv);
+      _mm${W}_stream_ps(u + i, uv);
+    } else {
+      _mm${W}_storeu_ps(x + i, xv);
+      _mm${W}_storeu_ps(u + i, uv);
+    }
+  }
+  for (; i < n; i++) one(g, b, x, u, i, m, nlr, nesterov);
+}
+"""
+_SOURCE = Template(_TEMPLATE).substitute(
+    SEGMENTS="".join(
+        Template(_SEGMENT).substitute(T=target, W=bits, L=bits // 32, M=bits // 8 - 1)
+        for target, bits in (("avx512f", 512), ("avx2,fma", 256))
+    )
+)
+
+
 def _setting() -> bool:
     setting = os.environ.get(_ENV, "1")
     if setting not in ("0", "1"):
@@ -180,6 +168,7 @@ def _setting() -> bool:
     return setting == "1"
 
 
+@functools.cache
 def _isa() -> int:
     """512 or 256 for the kernel version matching torch's CPU capability; 0 for none."""
     if platform.machine().lower() not in ("x86_64", "amd64"):

@@ -20,7 +20,12 @@ from fnn_optim import _streaming
 from fnn_optim._functional_steps import _sgd_leafwise
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
-FMA_CAPABLE = torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX2")
+CAPABILITY = torch.backends.cpu.get_cpu_capability()
+FMA_CAPABLE = CAPABILITY in ("AVX512", "AVX2")
+# Elsewhere there is no kernel to test; `test_the_kernel_is_built_where_...` checks that.
+needs_kernel = pytest.mark.skipif(not (X86 and FMA_CAPABLE), reason="x86 AVX2/AVX-512 only")
+# Both vector loops run where the CPU has AVX-512 (it has AVX2 too).
+ISAS = [512, 256] if CAPABILITY == "AVX512" else [256]
 
 
 @pytest.fixture
@@ -60,7 +65,7 @@ def test_the_kernel_is_built_where_torch_runs_fused_multiply_adds():
     assert _streaming.available() == (X86 and FMA_CAPABLE)
 
 
-@pytest.mark.skipif(not (X86 and FMA_CAPABLE), reason="the kernel is x86 AVX2/AVX-512 only")
+@needs_kernel
 @settings(max_examples=40, deadline=None)
 @given(
     sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=6),
@@ -69,10 +74,11 @@ def test_the_kernel_is_built_where_torch_runs_fused_multiply_adds():
     lr=st.floats(2**-16, 1.0, width=32),
     nesterov=st.booleans(),
     threads=st.integers(1, 3),
+    isa=st.sampled_from(ISAS),
     seed=st.integers(0, 2**16),
 )
 def test_kernel_matches_the_op_by_op_path_bit_for_bit(
-    sizes, offset, momentum, lr, nesterov, threads, seed
+    sizes, offset, momentum, lr, nesterov, threads, isa, seed
 ):
     gen = torch.Generator().manual_seed(seed)
 
@@ -80,12 +86,14 @@ def test_kernel_matches_the_op_by_op_path_bit_for_bit(
         return [torch.randn(n + offset, generator=gen)[offset:] for n in sizes]
 
     g, b, x, u = leaves(), leaves(), leaves(), leaves()
-    before = torch.get_num_threads()
+    before, picked = torch.get_num_threads(), _streaming._isa
     torch.set_num_threads(threads)
+    _streaming._isa = lambda: isa  # the AVX2 loop too, where the CPU has AVX-512
     try:
         ran = _streaming.sgd_momentum(g, b, x, u, momentum, -lr, nesterov=nesterov, min_bytes=0)
     finally:
         torch.set_num_threads(before)
+        _streaming._isa = picked
     assert ran
     want_x, want_u = _reference(g, b, momentum, -lr, nesterov)
     for got, want in zip(x + u, want_x + want_u, strict=True):
@@ -102,11 +110,11 @@ def test_below_the_size_limit_the_kernel_leaves_the_buffers_alone():
 def test_the_default_limit_is_the_last_level_cache_size():
     size = _streaming._cache_bytes()
     assert size >= 1 << 20  # sysfs read (or the 32 MiB default), in bytes
-    n = size // 8 - 16  # two new float32 buffers of n elements: just under the cache
-    g = [torch.zeros(n)]
-    assert not _streaming.sgd_momentum(
-        g, g, [torch.empty(n)], [torch.empty(n)], 0.9, -0.1, nesterov=False
-    )
+    for n, runs in ((size // 8 - 16, False), (size // 8, X86 and FMA_CAPABLE)):
+        # two new float32 buffers of n elements: just under, then exactly the cache size
+        g, x, u = [torch.ones(n)], [torch.zeros(n)], [torch.zeros(n)]
+        assert _streaming.sgd_momentum(g, g, x, u, 0.5, -0.5, nesterov=False) == runs
+        assert x[0][-1].item() == (1.5 if runs else 0.0)
 
 
 SGDS = {
@@ -128,7 +136,7 @@ def _trajectory(make, steps=6):
     return params, state
 
 
-@pytest.mark.skipif(not (X86 and FMA_CAPABLE), reason="the kernel is x86 AVX2/AVX-512 only")
+@needs_kernel
 @pytest.mark.parametrize("name", sorted(SGDS))
 def test_sgd_gives_the_same_trajectory_with_and_without_the_kernel(name, always, monkeypatch):
     with_kernel = _trajectory(SGDS[name])
@@ -145,7 +153,7 @@ def test_sgd_gives_the_same_trajectory_with_and_without_the_kernel(name, always,
         assert torch.equal(a, b)
 
 
-@pytest.mark.skipif(not (X86 and FMA_CAPABLE), reason="the kernel is x86 AVX2/AVX-512 only")
+@needs_kernel
 def test_sgd_with_the_kernel_matches_torch_optim(always):
     g = torch.Generator().manual_seed(1)
     init = [torch.randn(9, 20, generator=g), torch.randn(20, generator=g)]
@@ -166,7 +174,7 @@ def test_sgd_with_the_kernel_matches_torch_optim(always):
     torch.testing.assert_close(ours["b"], theirs[1].detach(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.skipif(not (X86 and FMA_CAPABLE), reason="the kernel is x86 AVX2/AVX-512 only")
+@needs_kernel
 def test_a_held_state_keeps_its_values_when_the_kernel_writes_the_next(always):
     params = {"w": torch.randn(6, 6)}
     opt = optim.sgd(0.1, momentum=0.9)
@@ -198,7 +206,7 @@ def test_the_switch_turns_the_kernel_off_and_rejects_other_values(monkeypatch):
         opt.update({"w": torch.ones(3)}, state, params)
 
 
-@pytest.mark.skipif(not (X86 and FMA_CAPABLE), reason="the kernel is x86 AVX2/AVX-512 only")
+@needs_kernel
 def test_the_kernel_is_compiled_into_the_user_cache_directory(fresh_library):
     assert _streaming.available()
     built = list((fresh_library / "fnn").glob("sgd_streaming_*.so"))
