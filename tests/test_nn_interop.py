@@ -112,8 +112,12 @@ def test_from_torch_under_grad_vmap_and_jit():
     net.train()
     net.zero_grad()
     net(x).square().mean().backward()
+    # torch.func and autograd may reduce in different orders: a few ulp of an O(1) gradient.
     assert_trees_all_close(
-        dict(nn.to_state_dict(grads)), {k: p.grad for k, p in net.named_parameters()}
+        dict(nn.to_state_dict(grads)),
+        {k: p.grad for k, p in net.named_parameters()},
+        rtol=1e-6,
+        atol=1e-6,
     )
     per_example = fnn.vmap(lambda xi: model.apply(params, xi[None], state=s1)[0][0])(x)
     assert_trees_all_close(per_example, model.apply(params, x, state=s1)[0], rtol=1e-5)
@@ -122,7 +126,10 @@ def test_from_torch_under_grad_vmap_and_jit():
     _y2, j2 = step(params, j1, x)
     assert step.num_compiles == 1
     assert int(j2["1"]["num_batches_tracked"]) == 2
-    assert_trees_all_close((y1, j1), model.apply(params, x, state=state, train=True))
+    # The compiled kernels may sum in another order than eager's: a few ulp of an O(1) output.
+    assert_trees_all_close(
+        (y1, j1), model.apply(params, x, state=state, train=True), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_from_torch_dropout_is_reproducible_from_the_key_in_eager():
