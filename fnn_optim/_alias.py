@@ -91,10 +91,10 @@ def sgd(
     dampening, no weight decay. Nesterov momentum: Sutskever et al., 2013.
 
     Chain: ``add_decayed_weights`` (if ``weight_decay``), ``trace`` (if ``momentum``),
-    ``scale_by_learning_rate``. In plain eager mode the update with momentum writes into
-    recycled buffers, and a float32 CPU state at least the size of the last-level cache is
-    written in one pass with streaming stores (:mod:`fnn_optim._streaming`; same results,
-    ``FNN_STREAMING_STORES=0`` turns it off).
+    ``scale_by_learning_rate``. In plain eager mode the update with momentum writes into recycled
+    buffers, and a float32 CPU state at least the size of the last-level cache (or 32 MiB if that is
+    smaller) is written in one pass with streaming stores (:mod:`fnn_optim._streaming`; same
+    results, ``FNN_STREAMING_STORES=0`` turns it off).
 
     Example:
         >>> import torch, fnn_optim

@@ -9,12 +9,12 @@ any more (:mod:`fnn._src.recycle`), and the arithmetic takes few passes:
 - Adam / AdamW / AMSGrad: the new moments start as copies of the old ones, the updates as a
   zeroed buffer, and torch's fused kernel (``torch._fused_adam_``) advances them; AdamW's
   decay is added to the updates afterwards.
-- SGD with momentum: when the two new buffers together are at least the size of the
-  last-level cache, one pass of :mod:`fnn_optim._streaming`'s kernel writes both with
-  streaming stores (a plain store to memory out of cache reads it in first). Otherwise each
-  leaf's new momentum buffer and updates are written with two ``out=`` ops, the second reading
-  what the first just wrote while it is still in cache (the fused kernel would need a copy and
-  a zeroed buffer first). Both give the same bits.
+- SGD with momentum: when the two new buffers together are at least the size of the last-level cache
+  or 32 MiB, whichever is smaller, one pass of :mod:`fnn_optim._streaming`'s kernel writes both with
+  streaming stores (a plain store to memory out of cache reads it in first). Otherwise each leaf's
+  new momentum buffer and updates are written with two ``out=`` ops, the second reading what the
+  first just wrote while it is still in cache (the fused kernel would need a copy and a zeroed
+  buffer first). Both give the same bits.
 
 Coupled weight decay first writes ``grads + weight_decay * params`` into a recycled buffer.
 Each step returns None (the chain runs and reports any problem) for inputs it does not take:
@@ -282,16 +282,15 @@ def sgd_functional_step(
 ) -> FunctionalStep:
     """The functional update of ``sgd`` with momentum, into recycled buffers.
 
-    No torch kernel fits: ``_fused_sgd_`` updates its buffers in place, so it would need a copy
-    of the momentum buffer and a zeroed updates buffer first (11 passes over memory with
-    ``apply_updates_`` against ``torch.optim`` foreach's 8). The new momentum buffer and the
-    updates go into buffers recycled from two calls earlier (see :mod:`fnn._src.recycle`):
-    for float32 CPU states at least the size of the last-level cache (after the first step,
-    without dampening) in one pass of :func:`fnn_optim._streaming.sgd_momentum`'s streaming
-    stores; otherwise leaf by leaf with ``out=`` ops, the second reading what the first just
-    wrote while it is still in cache. Coupled decay first writes ``grads + weight_decay *
-    params`` into a recycled buffer. Momentum-free SGD is left to the chain (one
-    multiplication).
+    No torch kernel fits: ``_fused_sgd_`` updates its buffers in place, so it would need a copy of
+    the momentum buffer and a zeroed updates buffer first (11 passes over memory with
+    ``apply_updates_`` against ``torch.optim`` foreach's 8). The new momentum buffer and the updates
+    go into buffers recycled from two calls earlier (see :mod:`fnn._src.recycle`): for float32 CPU
+    states at least the size of the last-level cache or 32 MiB (after the first step, without
+    dampening) in one pass of :func:`fnn_optim._streaming.sgd_momentum`'s streaming stores;
+    otherwise leaf by leaf with ``out=`` ops, the second reading what the first just wrote while it
+    is still in cache. Coupled decay first writes ``grads + weight_decay * params`` into a recycled
+    buffer. Momentum-free SGD is left to the chain (one multiplication).
     """
     recycler, last = Recycler(), _LastLayout()
 

@@ -17,12 +17,16 @@ in three runs. The parts run on torch's own OpenMP threads (the library links ``
 which resolves to the copy torch loaded): threads of another pool competed with torch's workers,
 which spin for a while after each op, and made the kernel slower than plain stores.
 
-Streaming stores send the lines to memory instead of the cache, which only pays when the
-buffers would not stay in cache anyway: the kernel runs when the two new buffers together are at
-least the size of the last-level cache (``/sys/devices/system/cpu/cpu0/cache``; 32 MiB if
-unknown). It rounds exactly where the op-by-op path does (``torch.add(grad, buf,
-alpha=momentum)`` is one fused multiply-add per element; Nesterov's buffer is a product, then a
-sum), so results do not depend on which path ran.
+Streaming stores send the lines to memory instead of the cache, which only pays when the buffers
+would not stay in cache anyway: the kernel runs when the two new buffers together reach the size of
+the last-level cache (``/sys/devices/system/cpu/cpu0/cache``) or 32 MiB, whichever is smaller. The
+cap is for virtual machines, which see the whole socket's cache: a 2-vCPU Intel Xeon VM reads 260
+MiB there, yet a functional SGD step over 5M parameters (40 MB of new buffers), repeated alone, took
+3.6 ms with the kernel and 5.4-5.6 ms without; 2.5M parameters took 1.8 ms either way and 1M 0.85 ms
+with it against 0.79 ms without. On that VM the optimizer benchmark's functional SGD step went from
+1.52x of torch foreach's without the kernel to 0.92x. It rounds exactly where the op-by-op path does
+(``torch.add(grad, buf, alpha=momentum)`` is one fused multiply-add per element; Nesterov's buffer
+is a product, then a sum), so results do not depend on which path ran.
 
 The kernel is C, compiled once per machine with the system's C compiler (``$CC``, else ``cc``,
 ``gcc`` or ``clang``; about 0.3 s; without OpenMP if the compiler has none, then on one thread)
@@ -54,7 +58,7 @@ __all__ = ["available", "sgd_momentum"]
 
 _ENV = "FNN_STREAMING_STORES"
 _LOG = logging.getLogger("fnn_optim")
-_DEFAULT_CACHE_BYTES = 32 << 20
+_DEFAULT_CACHE_BYTES = 32 << 20  # also the largest size limit (module docstring)
 # No contraction of a * b + c into one rounding: the kernel rounds where torch's ops round.
 _FLAGS = ("-O3", "-ffp-contract=off", "-shared", "-fPIC")
 _OPENMP = ("-fopenmp",)  # left out (one thread) where the compiler has no OpenMP
@@ -289,7 +293,8 @@ def sgd_momentum(
 
     Every list holds contiguous float32 CPU tensors, leaf ``i`` of the same shape in each;
     ``nlr`` is ``-learning_rate``. Runs only when the two new buffers together reach
-    ``min_bytes`` (default: the last-level cache size) and the kernel is :func:`available`;
+    ``min_bytes`` (default: the last-level cache size or 32 MiB, whichever is smaller) and the
+    kernel is :func:`available`;
     returns whether it ran (the caller otherwise writes the buffers op by op).
 
     Example:
@@ -303,7 +308,7 @@ def sgd_momentum(
     if not g or not _setting():
         return False
     sizes = [t.numel() for t in g]
-    limit = _cache_bytes() if min_bytes is None else min_bytes
+    limit = min(_cache_bytes(), _DEFAULT_CACHE_BYTES) if min_bytes is None else min_bytes
     if 8 * sum(sizes) < limit:
         return False
     lib = _library()

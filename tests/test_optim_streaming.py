@@ -3,7 +3,7 @@
 The kernel (``fnn_optim._streaming``) must compute exactly what the op-by-op path computes
 (``torch.add(grad, buf, alpha=momentum)`` and a product with ``-lr``), for any sizes, offsets,
 thread counts and with Nesterov, so that results never depend on which path ran. It runs only
-for states at least the size of the last-level cache; the tests lower that limit.
+for states at least the size of the last-level cache or 32 MiB; the tests lower that limit.
 """
 
 from __future__ import annotations
@@ -107,11 +107,15 @@ def test_below_the_size_limit_the_kernel_leaves_the_buffers_alone():
     assert x[0].eq(0).all() and u[0].eq(0).all()
 
 
-def test_the_default_limit_is_the_last_level_cache_size():
-    size = _streaming._cache_bytes()
-    assert size >= 1 << 20  # sysfs read (or the 32 MiB default), in bytes
+@pytest.mark.parametrize("cache_mib", [None, 8, 260])  # this machine's reading, small, a VM's
+def test_the_default_limit_is_the_last_level_cache_size_or_32_mib(monkeypatch, cache_mib):
+    if cache_mib is not None:
+        monkeypatch.setattr(_streaming, "_cache_bytes", lambda: cache_mib << 20)
+    cache = _streaming._cache_bytes()
+    assert cache >= 1 << 20  # sysfs read (or the 32 MiB default), in bytes
+    size = min(cache, 32 << 20)
     for n, runs in ((size // 8 - 16, False), (size // 8, X86 and FMA_CAPABLE)):
-        # two new float32 buffers of n elements: just under, then exactly the cache size
+        # two new float32 buffers of n elements: just under, then exactly the limit
         g, x, u = [torch.ones(n)], [torch.zeros(n)], [torch.zeros(n)]
         assert _streaming.sgd_momentum(g, g, x, u, 0.5, -0.5, nesterov=False) == runs
         assert x[0][-1].item() == (1.5 if runs else 0.0)
