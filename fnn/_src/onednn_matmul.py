@@ -208,16 +208,20 @@ def _node(graph: torch.fx.Graph, target: Any, args: tuple, val: torch.Tensor) ->
 
 
 def _degenerate_products(graph: torch.fx.Graph) -> None:
-    """Small float32 CPU products with a dimension of 1 become pointwise and reduction code.
+    """Float32 CPU products with a dimension of 1 become pointwise and reduction code.
 
     ``(M, 1) @ (1, N)`` (an outer product: the gradient flowing into a one-unit output layer,
-    a weight gradient of batch 1) becomes ``a * b`` broadcast, bit for bit the product's
-    value; ``(1, K) @ (K, N)`` and ``(M, K) @ (K, 1)`` (a one-unit layer's forward pass and
-    its weight gradient, a single example) with at most :data:`MAX_GEMV_MACS` multiply-adds
-    become ``(a[:, :, None] * b[None]).sum(1)``, which sums in another order than MKL. Inductor
-    then fuses them with their neighbours; MKL's path for them copies a stride-0 operand and
-    pays its per-call overhead (on the suite's tiny MLP, two such products took about 12 µs of
-    the jitted step's 130). An ``addmm`` of such a shape becomes the product plus its bias.
+    a weight gradient of batch 1), of any size, becomes ``a * b`` broadcast, bit for bit the
+    product's value; ``(1, K) @ (K, N)`` and ``(M, K) @ (K, 1)`` (a one-unit layer's forward
+    pass and its weight gradient, a single example) with at most :data:`MAX_GEMV_MACS`
+    multiply-adds become ``(a[:, :, None] * b[None]).sum(1)``, which sums in another order than
+    MKL. An ``addmm`` of such a shape becomes the product plus its bias. Inductor then fuses
+    them with their neighbours, where MKL's path copies a stride-0 operand and pays its
+    per-call overhead: the suite's tiny MLP's jitted step went from 134 to 120 µs (Intel Xeon).
+    Each alone in a jitted function, over all four operand layouts, eight row and column
+    products took 0.80-1.06x of MKL's time (above 1 only at 2048 multiply-adds, 16 µs a call
+    either way) and four outer products 0.52-0.85x. Products with another small
+    dimension stay on MKL: as inductor reductions some operand layouts ran up to 12x slower.
     """
     for node in list(graph.nodes):
         if node.op != "call_function" or node.kwargs:
