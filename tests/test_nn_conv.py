@@ -280,3 +280,47 @@ def test_a_cnn_has_torchs_state_dict_keys_and_output():
     assert list(nn.to_state_dict(params, state)) == list(twin.state_dict())
     twin.load_state_dict(nn.to_state_dict(params, state), strict=True)
     assert_trees_all_close(model.apply(params, x), twin(x).detach(), rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    size=st.integers(1, 9),
+    kernel=st.integers(1, 5),
+    stride=st.integers(1, 3),
+    padding=st.sampled_from([0, 1, 2, "valid", "same"]),
+    dilation=st.integers(1, 2),
+    transposed=st.booleans(),
+)
+def test_the_cached_spatial_check_agrees_with_the_uncached_one_and_with_torch(
+    size, kernel, stride, padding, dilation, transposed
+):
+    from fnn.nn import _conv
+
+    if isinstance(padding, str) and (transposed or stride != 1):
+        return  # torch has no string padding for these; construction rejects them
+    args = ((size,), (kernel,), (stride,), (dilation,))
+    pad = padding if isinstance(padding, str) else (padding,)
+    out_pad = (0,) if transposed else None
+    want = _conv._spatial_problem_uncached(*args, pad, out_pad)
+    assert _conv._spatial_problem(*args, pad, out_pad) == want
+    assert _conv._spatial_problem(*args, pad, out_pad) == want  # a cache hit: the same answer
+    cls = tnn.ConvTranspose1d if transposed else tnn.Conv1d
+    layer = cls(1, 1, kernel, stride=stride, padding=padding, dilation=dilation)
+    try:
+        layer(torch.zeros(1, 1, size))
+        torch_ok = True
+    except RuntimeError:
+        torch_ok = False
+    assert torch_ok == (want is None), want
+
+
+def test_too_small_inputs_are_an_error_on_every_call_and_under_dynamic_shapes():
+    model = nn.Conv2d(2, 3)
+    params, _ = model.init(KEY, torch.zeros(1, 3, 8, 8))
+    for _ in range(2):  # the second check comes from the cache
+        with pytest.raises(ValueError, match=r"input of shape \(1, 3, 2, 8\) is too small"):
+            model.apply(params, torch.zeros(1, 3, 2, 8))
+    step = fnn.jit(model.apply, dynamic=True)  # symbolic sizes skip the cache
+    for h in (5, 7):
+        x = torch.randn(1, 3, h, 6)
+        assert_trees_all_close(step(params, x), model.apply(params, x), rtol=1e-5, atol=1e-6)

@@ -7,6 +7,7 @@ input at ``init``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -165,35 +166,57 @@ class _ConvNd(Module):
         return w, b
 
     def _check_spatial(self, scope: Scope, x: torch.Tensor) -> None:
-        spatial = tuple(x.shape[-self._ndim :])
         k, s, d = self.kernel_size, self.stride, self.dilation
-        reach = tuple(di * (ki - 1) + 1 for ki, di in zip(k, d, strict=True))
-        if self._transposed:
-            out = tuple(
-                (size - 1) * si - 2 * p + r + op
-                for size, si, p, r, op in zip(
-                    spatial, s, self.padding, reach, self.output_padding, strict=True
-                )
+        output_padding = self.output_padding if self._transposed else None
+        spatial = tuple(x.shape[-self._ndim :])
+        # Symbolic sizes (dynamic shapes) are not hashable, and dynamo warns about caches.
+        cached = not torch.compiler.is_compiling() and all(type(v) is int for v in spatial)
+        check = _spatial_problem if cached else _spatial_problem_uncached
+        problem = check(spatial, k, s, d, self.padding, output_padding)
+        if problem is not None:
+            raise ValueError(
+                f"{_where(self, scope.path)}: the input of shape {tuple(x.shape)} is too small: "
+                f"{problem} (kernel_size={k}, stride={s}, padding={self.padding!r}, "
+                f"dilation={d})."
             )
-            if all(o >= 1 for o in out):
-                return
-            problem = f"it would give an output of spatial size {out}"
-        else:
-            if self.padding == "same":
-                return
-            pads = _reversed_padding_repeated_twice(self.padding, k, d)  # last dim first
-            totals = [pads[2 * j] + pads[2 * j + 1] for j in range(self._ndim)][::-1]
-            padded = tuple(size + t for size, t in zip(spatial, totals, strict=True))
-            if all(p >= r for p, r in zip(padded, reach, strict=True)):
-                return
-            problem = (
-                f"its spatial size {spatial}, padded to {padded}, is smaller than the dilated "
-                f"kernel {reach}"
-            )
-        raise ValueError(
-            f"{_where(self, scope.path)}: the input of shape {tuple(x.shape)} is too small: "
-            f"{problem} (kernel_size={k}, stride={s}, padding={self.padding!r}, dilation={d})."
+
+
+def _spatial_problem_uncached(
+    spatial: tuple[int, ...],
+    k: tuple[int, ...],
+    s: tuple[int, ...],
+    d: tuple[int, ...],
+    padding: Any,
+    output_padding: tuple[int, ...] | None,
+) -> str | None:
+    """Why an input of spatial size ``spatial`` is too small for the convolution (None when it
+    is not). Eager calls go through the cached :data:`_spatial_problem`: a network's forward
+    checks the same sizes every call (7.7 µs a check uncached, 53 of them in a ResNet-50
+    forward)."""
+    reach = tuple(di * (ki - 1) + 1 for ki, di in zip(k, d, strict=True))
+    if output_padding is not None:  # transposed
+        out = tuple(
+            (size - 1) * si - 2 * p + r + op
+            for size, si, p, r, op in zip(spatial, s, padding, reach, output_padding, strict=True)
         )
+        return (
+            None if all(o >= 1 for o in out) else f"it would give an output of spatial size {out}"
+        )
+    if padding == "same":
+        return None
+    pads = _reversed_padding_repeated_twice(padding, k, d)  # last dim first
+    n = len(spatial)
+    totals = [pads[2 * j] + pads[2 * j + 1] for j in range(n)][::-1]
+    padded = tuple(size + t for size, t in zip(spatial, totals, strict=True))
+    if all(p >= r for p, r in zip(padded, reach, strict=True)):
+        return None
+    return (
+        f"its spatial size {spatial}, padded to {padded}, is smaller than the dilated kernel "
+        f"{reach}"
+    )
+
+
+_spatial_problem = functools.lru_cache(maxsize=4096)(_spatial_problem_uncached)
 
 
 class _Conv(_ConvNd):
