@@ -30,19 +30,18 @@ compiling the MKL step first) oneDNN was slower on all three: MLP 0.685x and 0.7
 CPUs only, unless ``FNN_ONEDNN_MATMUL`` says otherwise (``1``: any CPU, ``0``: never).
 
 :func:`linear_pass` is the post-grad pass ``fnn.jit`` installs as inductor's
-``post_grad_custom_post_pass``. Where :func:`onednn_products` holds, it moves to oneDNN the
-float32 CPU products ``x @ w`` and ``bias + x @ w`` with ``x`` 2-D and row-major (oneDNN's
-linear reads its input that way; the weight-gradient products ``dz.T @ h`` stay on MKL, where
-oneDNN was slower), ``w`` dense in either order, a 1-D bias, ``alpha = beta = 1``, and at least
-:data:`MIN_MACS` multiply-adds. That rule is fixed rather than timed while compiling: inductor
-starts its compile workers at that moment, and timings taken then picked MKL for products that
-are 10% faster on oneDNN; it also makes the choice reproducible. On every CPU the pass then
-rewrites the ``addmm`` left on MKL whose uses are all pointwise as ``mm`` plus the bias, which
-inductor adds inside the kernel it generates for those uses (:func:`_bias_to_consumers`), and
-turns products with a dimension of 1 into pointwise and reduction code
-(:func:`_degenerate_products`). Results differ from MKL's by float rounding (another summation
-order), except for the outer products, which are exact. ``options={"post_grad_custom_post_pass":
-None}`` turns the whole pass off for one function.
+``post_grad_custom_post_pass``. Where :func:`onednn_products` holds, it moves to oneDNN the float32
+CPU products ``x @ w`` and ``bias + x @ w`` with ``x`` 2-D and row-major (oneDNN's linear reads its
+input that way; the weight-gradient products ``dz.T @ h`` stay on MKL, where oneDNN was slower),
+``w`` dense in either order, a 1-D bias, ``alpha = beta = 1``, and at least :data:`MIN_MACS`
+multiply-adds. That rule is fixed rather than timed while compiling: inductor starts its compile
+workers at that moment, and timings taken then picked MKL for products that are 10% faster on
+oneDNN; it also makes the choice reproducible. On every CPU the pass then rewrites the ``addmm``
+left on MKL whose uses are all pointwise or reductions as ``mm`` plus the bias, which inductor adds
+inside the kernels it generates for those uses (:func:`_bias_to_consumers`), and turns products with
+a dimension of 1 into pointwise and reduction code (:func:`_degenerate_products`). Results differ
+from MKL's by float rounding (another summation order), except for the outer products, which are
+exact. ``options={"post_grad_custom_post_pass": None}`` turns the whole pass off for one function.
 """
 
 from __future__ import annotations
@@ -123,6 +122,19 @@ def _float32_cpu(*vals: torch.Tensor | None) -> bool:
     return all(v is not None and v.dtype == torch.float32 and v.device.type == "cpu" for v in vals)
 
 
+def _static_2d(*vals: torch.Tensor | None) -> bool:
+    return all(
+        v is not None and v.dim() == 2 and all(type(d) is int for d in (*v.shape, *v.stride()))
+        for v in vals
+    )
+
+
+def _node(graph: torch.fx.Graph, target: Any, args: tuple, val: torch.Tensor) -> torch.fx.Node:
+    node = graph.call_function(target, args)
+    node.meta["val"] = val
+    return node
+
+
 def _candidate(node: torch.fx.Node) -> tuple[Any, Any, Any] | None:
     """(x node, weight node or None, bias node or None) when ``node`` is a product that goes to
     oneDNN; the weight node is None when it must be made as a transpose of ``node``'s second
@@ -139,10 +151,7 @@ def _candidate(node: torch.fx.Node) -> tuple[Any, Any, Any] | None:
     bv = _val(bias) if bias is not None else None
     if not _float32_cpu(xv, m2v, outv) or (bias is not None and not _float32_cpu(bv)):
         return None
-    if xv.dim() != 2 or m2v.dim() != 2:
-        return None
-    sizes = (*xv.shape, *xv.stride(), *m2v.shape, *m2v.stride())
-    if not all(type(d) is int for d in sizes) or not xv.is_contiguous():
+    if not _static_2d(xv, m2v) or not xv.is_contiguous():
         return None  # symbolic sizes (dynamic=True) stay on MKL: no guards from a graph pass
     (m, k), n = xv.shape, m2v.shape[1]
     if bias is not None and tuple(bv.shape) != (n,):
@@ -186,25 +195,11 @@ def _bias_to_consumers(graph: torch.fx.Graph) -> None:
         if not all(is_pointwise_use(use, _reduction) for use in node.users):
             continue
         with graph.inserting_before(node):
-            product = graph.call_function(_aten.mm.default, (x, m2))
-            product.meta["val"] = outv.new_empty(outv.shape)
+            product = _node(graph, _aten.mm.default, (x, m2), outv.new_empty(outv.shape))
             biased = graph.call_function(_aten.add.Tensor, (product, bias))
         biased.meta = dict(node.meta)
         node.replace_all_uses_with(biased)
         graph.erase_node(node)
-
-
-def _static_2d(*vals: torch.Tensor | None) -> bool:
-    return all(
-        v is not None and v.dim() == 2 and all(type(d) is int for d in (*v.shape, *v.stride()))
-        for v in vals
-    )
-
-
-def _node(graph: torch.fx.Graph, target: Any, args: tuple, val: torch.Tensor) -> torch.fx.Node:
-    node = graph.call_function(target, args)
-    node.meta["val"] = val
-    return node
 
 
 def _degenerate_products(graph: torch.fx.Graph) -> None:
@@ -235,7 +230,8 @@ def _degenerate_products(graph: torch.fx.Graph) -> None:
         av, bv, outv = _val(a), _val(b), _val(node)
         if not _float32_cpu(av, bv, outv) or not _static_2d(av, bv):
             continue
-        if bias is not None and not (_float32_cpu(_val(bias)) and _val(bias).dim() <= 2):
+        biasv = None if bias is None else _val(bias)
+        if bias is not None and not (_float32_cpu(biasv) and biasv.dim() <= 2):
             continue
         (m, k), n = av.shape, bv.shape[1]
         with graph.inserting_before(node):
@@ -340,7 +336,8 @@ def _pass(onednn: bool) -> Any:
 
     class MatmulPass(CustomGraphPass):
         """Moves large float32 CPU products (module docstring) to ``fnn::onednn_linear`` when
-        ``onednn``, adds the bias of the remaining small ``addmm`` in their pointwise uses and
+        ``onednn``, adds the bias of the remaining ``addmm`` in their pointwise and reduction uses,
+        and
         turns products with a dimension of 1 into pointwise and reduction code."""
 
         def __init__(self) -> None:
